@@ -1,0 +1,1 @@
+"""The controller service: reconciles Airways, their instances, Flights and ClusterFlights."""

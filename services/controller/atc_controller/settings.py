@@ -1,0 +1,26 @@
+"""Settings of the controller service (``atc-controller --help`` lists them).
+
+Read by ``atc_controller.__main__``; names follow yoke's ATC where it has one
+and controller-runtime's conventions for what yoke lacks (probes, metrics,
+leader election).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from atc.settings import CommonSettings
+
+
+class ControllerSettings(CommonSettings):
+    """Everything the controller reads from flags and environment."""
+
+    concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="reconcile workers")
+    health_port: int = Field(8081, ge=0, le=65535, description="port of /healthz and /readyz (0 disables)")
+    metrics_port: int = Field(8080, ge=0, le=65535, description="port of /metrics (0 disables)")
+    leader_elect: bool = Field(True, description="hold a coordination.k8s.io Lease before reconciling")
+    lease_duration_seconds: float = Field(15.0, gt=0, description="leader election lease duration")
+    renew_deadline_seconds: float = Field(10.0, gt=0, description="how long the leader keeps trying to renew")
+    retry_period_seconds: float = Field(2.0, gt=0, description="interval between leader election attempts")

@@ -1,0 +1,1 @@
+"""The webhook service: admission and conversion webhooks called by kube-apiserver."""

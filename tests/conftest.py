@@ -1,0 +1,100 @@
+"""Shared pytest fixtures: the local control plane, per-test namespaces, service subprocesses.
+
+The control plane (``cluster``) starts once per session, only when a test asks
+for it, and stops at the end of the session, also after a failure or Ctrl-C
+(its processes die with this one if it is killed). ``DEVCLUSTER_REUSE=1`` reuses
+a cluster started by ``make cluster-up`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+from support import SERVICES_KEY, ServiceProcess, start_service
+
+from devcluster.cluster import Cluster, ClusterState, running_state
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (CI cancelling the job, `timeout`) tears down like Ctrl-C: fixtures stop the cluster.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    if os.environ.get("DEVCLUSTER_REUSE") == "1":
+        state = running_state(REPO_ROOT / ".local" / "cluster")
+        if state is None:
+            pytest.fail("DEVCLUSTER_REUSE=1 but no running cluster: run `make cluster-up` first")
+        yield state
+        return
+    control_plane = Cluster(tmp_path_factory.mktemp("cluster"), tie_to_parent=True)
+    try:
+        yield control_plane.start()
+    finally:
+        control_plane.stop()
+
+
+@pytest.fixture
+def kubeconfig(cluster: ClusterState) -> Path:
+    return Path(cluster.kubeconfig)
+
+
+@pytest.fixture
+async def kube(kubeconfig: Path) -> AsyncIterator[client.ApiClient]:
+    """An admin API client for the test's own calls."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(kube: client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    name = f"t-{secrets.token_hex(4)}"
+    core = client.CoreV1Api(kube)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    await core.delete_namespace(name)
+
+
+@pytest.fixture
+def run_service(
+    request: pytest.FixtureRequest, kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start a service command against the cluster; its log joins the report if the test fails."""
+    started: list[ServiceProcess] = []
+    request.node.stash[SERVICES_KEY] = started
+
+    def run(name: str, argv: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+        service = start_service(name, argv, {"KUBE": str(kubeconfig), **(env or {})}, tmp_path)
+        started.append(service)
+        return service
+
+    yield run
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for service in item.stash.get(SERVICES_KEY, []):
+            report.sections.append((f"service {service.name} (pid {service.pid}) log", service.log_tail()))
+    return report
