@@ -18,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client, config
 from support import SERVICES_KEY, ServiceProcess, start_service
 
+import flightbuild
 from devcluster.cluster import Cluster, ClusterState, running_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         yield control_plane.start()
     finally:
         control_plane.stop()
+
+
+@pytest.fixture(scope="session")
+def build_flight() -> Callable[[str], Path]:
+    """Path of a test flight's .wasm (Go with yoke's SDK, or WAT), built once and cached by content."""
+    return flightbuild.build
+
+
+@pytest.fixture(scope="session")
+def module_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CACHE_FS shared by the session, so each test flight is compiled once."""
+    return tmp_path_factory.mktemp("module-cache")
 
 
 @pytest.fixture

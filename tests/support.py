@@ -29,7 +29,7 @@ LOG_TAIL_BYTES = 64 * 1024
 async def eventually(
     probe: Callable[[], Awaitable[T | None]],
     *,
-    timeout: float = 60.0,  # noqa: ASYNC109 (a polling deadline, not a cancellation scope)
+    timeout: float = 60.0,
     interval: float = 0.25,
     what: str = "",
 ) -> T:

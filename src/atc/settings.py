@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from atc.constants import DEFAULT_YOKE_VERSION
+
 SettingsT = TypeVar("SettingsT", bound="SettingsBase")
 
 
@@ -158,3 +160,5 @@ class CommonSettings(SettingsBase):
     svc_name: str = Field("atc", description="name of the Service the apiserver calls the webhook through")
     svc_namespace: str = Field("atc", description="namespace of that Service (and of the services' ServiceAccounts)")
     svc_port: int = Field(443, ge=1, le=65535, description="port of that Service")
+    flight_stdout_limit_mib: int = Field(16, ge=1, le=1024, description="largest flight output accepted, in MiB")
+    yoke_version: str = Field(DEFAULT_YOKE_VERSION, description="YOKE_VERSION that flights see")

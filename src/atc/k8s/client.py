@@ -1,0 +1,174 @@
+"""A small JSON client for the Kubernetes API, on top of kubernetes-asyncio's connection handling.
+
+kubernetes-asyncio loads kubeconfig or in-cluster credentials (tokens, client
+certificates, exec plugins, refresh); this module sends plain JSON requests
+through it and turns error responses into ``KubeError`` with the API server's
+own message (``secrets "x" not found``). Used by the discovery mapper, the
+flight host functions, and later the reconcilers and the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+JSON = dict[str, Any]
+DEFAULT_TIMEOUT = 30.0
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class KubeError(Exception):
+    """An error answer (or a failed call) from the API server."""
+
+    def __init__(self, status: int, message: str, reason: str = "", body: JSON | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+        self.body = body or {}
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def _error_from(status: int, raw: bytes) -> KubeError:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return KubeError(status, raw.decode(errors="replace").strip() or f"HTTP {status}")
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        return KubeError(status, str(body.get("message", "")), str(body.get("reason", "")), body)
+    return KubeError(status, f"HTTP {status}: {raw[:200].decode(errors='replace')}")
+
+
+class KubeClient:
+    """JSON requests to one API server with the credentials of a kubeconfig or the pod."""
+
+    def __init__(self, api: k8s_client.ApiClient) -> None:
+        self._api = api
+
+    @classmethod
+    async def connect(cls, kubeconfig: str = "", *, qps_headers: Mapping[str, str] | None = None) -> KubeClient:
+        """Credentials from ``kubeconfig`` (a path), or the in-cluster service account when empty."""
+        configuration = k8s_client.Configuration()
+        if kubeconfig:
+            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        api = k8s_client.ApiClient(configuration)
+        api.user_agent = "yoke-atc-py"
+        for key, value in (qps_headers or {}).items():
+            api.set_default_header(key, value)
+        return cls(api)
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        accept: str,
+        timeout: float | aiohttp.ClientTimeout | None,
+    ) -> aiohttp.ClientResponse:
+        try:
+            response: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Content-Type": content_type, "Accept": accept},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeError(0, f"{method} {path}: {exc or type(exc).__name__}") from exc
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> JSON:
+        """Send one request and return the decoded JSON answer; error answers raise ``KubeError``."""
+        response = await self._send(
+            method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
+        )
+        async with response:
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KubeError(0, f"{method} {path}: {exc or type(exc).__name__}") from exc
+            if not 200 <= response.status < 300:
+                raise _error_from(response.status, raw)
+        decoded: JSON = json.loads(raw) if raw else {}
+        return decoded
+
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+        return await self.request("GET", path, query=query)
+
+    async def apply(
+        self, path: str, body: JSON, *, field_manager: str, force: bool = False, dry_run: bool = False
+    ) -> JSON:
+        """Server-side apply ``body`` to the object at ``path``."""
+        query = {"fieldManager": field_manager}
+        if force:
+            query["force"] = "true"
+        if dry_run:
+            query["dryRun"] = "All"
+        return await self.request("PATCH", path, query=query, body=body, content_type=APPLY_PATCH)
+
+    async def watch(
+        self, path: str, *, query: Mapping[str, str] | None = None, timeout_seconds: int = 300
+    ) -> AsyncIterator[JSON]:
+        """Yield watch events (``{"type", "object"}``) until the server closes the stream."""
+        params = {**(query or {}), "watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=DEFAULT_TIMEOUT, sock_read=timeout_seconds + 30)
+        response = await self._send(
+            "GET",
+            path,
+            query=params,
+            body=None,
+            content_type="application/json",
+            accept="application/json",
+            timeout=timeout,
+        )
+        async with response:
+            if response.status != 200:
+                raise _error_from(response.status, await response.read())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)

@@ -1,0 +1,4 @@
+// Flight empty prints nothing and exits 0.
+package main
+
+func main() {}
