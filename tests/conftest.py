@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from harness import Harness
 from kubernetes_asyncio import client, config
 from support import SERVICES_KEY, ServiceProcess, start_service
 
 import flightbuild
+from atc.k8s.client import KubeClient
 from devcluster.cluster import Cluster, ClusterState, running_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +113,18 @@ def pytest_runtest_makereport(
         for service in item.stash.get(SERVICES_KEY, []):
             report.sections.append((f"service {service.name} (pid {service.pid}) log", service.log_tail()))
     return report
+
+
+@pytest.fixture
+async def harness(
+    kubeconfig: Path,
+    namespace: str,
+    module_cache_dir: Path,
+    build_flight: Callable[[str], Path],
+    run_service: Callable[..., ServiceProcess],
+) -> AsyncIterator[Harness]:
+    """Drives the controller end to end; deletes its Airways before the controller stops."""
+    async with await KubeClient.connect(str(kubeconfig)) as kube:
+        harness = Harness(kube, namespace, kubeconfig, module_cache_dir, build_flight, run_service)
+        yield harness
+        await harness.delete_airways()

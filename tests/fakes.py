@@ -1,7 +1,8 @@
-"""Fakes for pure unit tests: an in-memory cluster behind the host functions' gateway."""
+"""Fakes for pure unit tests: an in-memory cluster behind the host functions' gateway, a manual clock."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from atc.k8s.discovery import NoMatchError, RestMapping
@@ -44,3 +45,39 @@ class FakeGateway:
             return self.objects[(mapping.resource, namespace, name)]
         except KeyError:
             raise GatewayError(404, f'{mapping.resource} "{name}" not found') from None
+
+
+class FakeClock:
+    """A clock that stands still until ``advance`` moves it; records sleeps and wakes sleepers when due."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wakeup = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.time + seconds, wakeup))
+        await wakeup
+
+    async def advance(self, seconds: float) -> None:
+        await settle()
+        self.time += seconds
+        for due, wakeup in self._sleepers:
+            if due <= self.time and not wakeup.done():
+                wakeup.set_result(None)
+        self._sleepers = [(due, wakeup) for due, wakeup in self._sleepers if not wakeup.done()]
+        await settle()
+
+
+async def settle() -> None:
+    """Let every runnable task run until it blocks again."""
+    for _ in range(20):
+        await asyncio.sleep(0)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atc.constants import DEFAULT_YOKE_VERSION
 
@@ -155,8 +155,16 @@ class CommonSettings(SettingsBase):
         default_factory=list, description="comma-separated path.Match globs a module URL must match"
     )
     module_verification_keys_path: str = Field(
-        "", description="file with a JSON array of PEM public keys that module signatures must verify against"
+        "", description="module signature verification keys (not supported yet: setting it stops the service)"
     )
+
+    @field_validator("module_verification_keys_path")
+    @classmethod
+    def _signatures_not_supported(cls, value: str) -> str:
+        if value:
+            raise ValueError("module signature verification is not supported yet; unset it to start")
+        return value
+
     svc_name: str = Field("atc", description="name of the Service the apiserver calls the webhook through")
     svc_namespace: str = Field("atc", description="namespace of that Service (and of the services' ServiceAccounts)")
     svc_port: int = Field(443, ge=1, le=65535, description="port of that Service")

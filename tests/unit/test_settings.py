@@ -73,3 +73,8 @@ def test_bad_configuration_exits_2_with_the_setting_named(script: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--svc-port", "x"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid setting SVC_PORT (--svc-port)" in done.stderr
+
+
+def test_signature_keys_are_refused_until_verification_exists() -> None:
+    with pytest.raises(SettingsError, match=r"MODULE_VERIFICATION_KEYS_PATH .*not supported yet"):
+        load([], {"MODULE_VERIFICATION_KEYS_PATH": "/keys.json"})

@@ -24,3 +24,10 @@ class ControllerSettings(CommonSettings):
     lease_duration_seconds: float = Field(15.0, gt=0, description="leader election lease duration")
     renew_deadline_seconds: float = Field(10.0, gt=0, description="how long the leader keeps trying to renew")
     retry_period_seconds: float = Field(2.0, gt=0, description="interval between leader election attempts")
+    leader_election_namespace: str = Field(
+        "", description="namespace of the leader election Lease (default SVC_NAMESPACE)"
+    )
+    leader_election_id: str = Field("atc-controller", description="name of the leader election Lease")
+    resync_seconds: float = Field(600.0, ge=0, description="re-check every instance this often (0 disables)")
+    tls_ca_cert: str = Field("", description="CA certificate of the webhook; its bytes become CRD conversion caBundles")
+    disable_custom_readiness: bool = Field(False, description="ignore readiness rules from labelled ConfigMaps")

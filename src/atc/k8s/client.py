@@ -10,6 +10,7 @@ flight host functions, and later the reconcilers and the webhook.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -43,6 +44,17 @@ class KubeError(Exception):
         return self.status == 409
 
 
+def resource_of(path: str) -> str:
+    """The resource a request path addresses: ``/api/v1/namespaces/x/secrets/y`` -> ``secrets``."""
+    parts = [part for part in path.split("?", 1)[0].split("/") if part]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    if not rest:
+        return "discovery"
+    return f"{rest[0]}/{rest[2]}" if len(rest) > 2 else rest[0]
+
+
 def _error_from(status: int, raw: bytes) -> KubeError:
     try:
         body = json.loads(raw)
@@ -58,6 +70,7 @@ class KubeClient:
 
     def __init__(self, api: k8s_client.ApiClient) -> None:
         self._api = api
+        self.requests: Counter[tuple[str, str]] = Counter()  # (verb, resource), for metrics
 
     @classmethod
     async def connect(cls, kubeconfig: str = "", *, qps_headers: Mapping[str, str] | None = None) -> KubeClient:
@@ -97,6 +110,7 @@ class KubeClient:
         accept: str,
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
+        self.requests["APPLY" if content_type == APPLY_PATCH else method, resource_of(path)] += 1
         try:
             response: aiohttp.ClientResponse = await self._api.call_api(
                 path,
@@ -137,8 +151,28 @@ class KubeClient:
         decoded: JSON = json.loads(raw) if raw else {}
         return decoded
 
+    async def get_text(self, path: str) -> str:
+        """A non-JSON GET (``/metrics``, ``/readyz``)."""
+        response = await self._send(
+            "GET", path, query=None, body=None, content_type="text/plain", accept="text/plain", timeout=DEFAULT_TIMEOUT
+        )
+        async with response:
+            raw = await response.read()
+            if not 200 <= response.status < 300:
+                raise _error_from(response.status, raw)
+        return raw.decode(errors="replace")
+
     async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
         return await self.request("GET", path, query=query)
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        """The object at ``path``, or None when it does not exist."""
+        try:
+            return await self.get(path)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
 
     async def apply(
         self, path: str, body: JSON, *, field_manager: str, force: bool = False, dry_run: bool = False

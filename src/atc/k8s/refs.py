@@ -3,7 +3,8 @@
 - group kind: ``Deployment.apps``, ``ConfigMap`` (core group has no dot);
 - resource ref: ``<namespace>/<Kind.group>:<name>`` (``/Namespace:foo`` when cluster-scoped);
 - owner: ``<release namespace>/<release>`` from yoke's annotations (deprecated labels as fallback);
-- canonical name: lowercased ``<ns or _>/<group or core>/<version>/<kind>/<name>`` used in errors.
+- canonical name: lowercased ``<ns or _>/<group or core>/<version>/<kind>/<name>`` used in errors;
+- release identity: the canonical name without the version (matches objects across revisions).
 
 Used by the host functions, apply/prune code, and admission decisions.
 """
@@ -96,3 +97,10 @@ def canonical_name(obj: dict[str, Any]) -> str:
     group, version = split_api_version(str(obj.get("apiVersion", "")))
     parts = [meta.get("namespace") or "_", group or "core", version, obj.get("kind", ""), meta.get("name", "")]
     return "/".join(str(p) for p in parts).lower()
+
+
+def release_identity(obj: dict[str, Any]) -> str:
+    """How yoke matches an object across revisions: namespace, group, kind, name (version ignored)."""
+    meta = _metadata(obj)
+    group, _ = split_api_version(str(obj.get("apiVersion", "")))
+    return f"{meta.get('namespace') or '_'}/{group or 'core'}/{obj.get('kind', '')}/{meta.get('name', '')}".lower()

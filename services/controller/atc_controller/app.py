@@ -1,0 +1,269 @@
+"""The controller process from start to stop: wiring of clients, caches, probes, leader election, reconcilers.
+
+``run(settings)``:
+1. connects to the API server and installs (or upgrades) the ``yoke.cd`` CRDs;
+2. serves ``/healthz`` and ``/readyz`` (HEALTH_PORT) and ``/metrics`` (METRICS_PORT);
+3. competes for the leader Lease; while leading, it watches Airways, CRDs (to
+   notice a deleted or changed Airway CRD), Flights, ClusterFlights and readiness
+   ConfigMaps, and runs the reconcilers (``reconcilers/``) on ``CONCURRENCY``
+   workers. Losing the Lease stops reconciling at once;
+4. on SIGTERM, finishes the reconciles in progress, releases the Lease and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atc.crds import install_yoke_crds
+from atc.k8s.client import KubeClient
+from atc.k8s.discovery import RestMapper
+from atc.k8s.events import EventRecorder
+from atc.k8s.gateway import LoopGateway
+from atc.k8s.readiness import CustomReadiness
+from atc.takeoff import Cluster
+from atc.wasm.cache import ModuleCache
+from atc.wasm.engine import FlightEngine
+
+from . import metrics
+from .context import ControllerContext
+from .core.controller import Manager
+from .core.leader import LeaderElector
+from .core.probes import ProbeServer
+from .core.reflector import Reflector, changed_beyond_status
+from .reconcilers.airway import CRDS_PATH, AirwayReconciler
+from .reconcilers.flight import FlightReconciler
+from .settings import ControllerSettings
+
+log = logging.getLogger("atc.controller")
+Object = dict[str, Any]
+READINESS_CONFIGMAPS = "resource.yoke.cd/readiness in (lua,conditions)"
+
+
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def _enqueuer(manager: Manager, controller: str) -> Callable[[str, Object, Object | None], None]:
+    """A reflector handler that enqueues ``namespace/name`` (or ``name``) for ``controller``."""
+
+    def handle(event_type: str, obj: Object, old: Object | None) -> None:
+        if event_type == "MODIFIED" and old is not None and not changed_beyond_status(old, obj):
+            return  # status-only updates never trigger (spec 2)
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        manager.enqueue(controller, key)
+
+    return handle
+
+
+class Controller:
+    """The running controller process."""
+
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.identity = _identity()
+        self.ca_bundle = Path(settings.tls_ca_cert).read_bytes() if settings.tls_ca_cert else b""
+        self.caches_synced = False
+        self.crds_installed = False
+        self.elector: LeaderElector | None = None
+        self._stop = asyncio.Event()
+
+    async def _build_context(self, kube: KubeClient) -> ControllerContext:
+        settings = self.settings
+        mapper = RestMapper(kube)
+        engine = FlightEngine(workers=settings.concurrency)
+        modules = ModuleCache(engine, Path(settings.cache_fs), allow_list=settings.module_allow_list)
+        readiness = None if settings.disable_custom_readiness else CustomReadiness()
+        return ControllerContext(
+            settings=settings,
+            kube=kube,
+            mapper=mapper,
+            modules=modules,
+            cluster=Cluster(kube, mapper, engine, readiness),
+            events=EventRecorder(kube, "atc-controller", self.identity),
+            manager=Manager(settings.concurrency),
+            gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
+            ca_bundle=self.ca_bundle,
+        )
+
+    async def run(self) -> int:
+        async with await KubeClient.connect(self.settings.kube) as kube:
+            context = await self._build_context(kube)
+            metrics.expose_library_counters(context.modules.stats, kube.requests)
+            probes = self._probes(kube)
+            await probes.start()
+            try:
+                log.info("installing yoke.cd CRDs")
+                await install_yoke_crds(kube)
+                self.crds_installed = True
+                elector = LeaderElector(
+                    kube,
+                    self.settings.leader_election_namespace or self.settings.svc_namespace,
+                    self.settings.leader_election_id,
+                    self.identity,
+                    lease_duration=self.settings.lease_duration_seconds,
+                    renew_deadline=self.settings.renew_deadline_seconds,
+                    retry_period=self.settings.retry_period_seconds,
+                )
+                self.elector = elector
+                await self._run_until_stopped(elector, context)
+            finally:
+                await probes.stop()
+                context.cluster.engine.close()
+        return 0
+
+    async def _run_until_stopped(self, elector: LeaderElector, context: ControllerContext) -> None:
+
+        async def leading() -> None:
+            await self._lead(context)
+
+        election: asyncio.Task[None] = asyncio.create_task(
+            elector.run(leading) if self.settings.leader_elect else leading()
+        )
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({election, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not election.done():
+            log.info("shutting down: finishing reconciles in progress")
+            await context.manager.stop()
+            elector.stop()
+            await election
+        stopping.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------------------------ leading
+    async def _lead(self, context: ControllerContext) -> None:
+        """Everything that runs only on the leader; cancelled when the Lease is lost."""
+        log.info("leading: starting controllers", extra={"identity": self.identity})
+        reflectors = self._reflectors(context)
+        airways = AirwayReconciler(context, reflectors["airways"])
+        context.manager.register(airways.controller_name, airways)
+        for kind in ("Flight", "ClusterFlight"):
+            flights = FlightReconciler(context, kind, reflectors[kind])
+            context.manager.register(flights.controller_name, flights)
+        tasks = [asyncio.create_task(r.run(), name=f"reflector-{name}") for name, r in reflectors.items()]
+        try:
+            await asyncio.gather(*(r.synced.wait() for r in reflectors.values()))
+            self.caches_synced = True
+            await context.manager.run()
+        finally:
+            self.caches_synced = False
+            await context.manager.stop(now=True)
+            await airways.stop()
+            for reflector in reflectors.values():
+                reflector.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for name in context.manager.controllers:
+                context.manager.unregister(name)
+            log.info("stopped leading")
+
+    def _reflectors(self, context: ControllerContext) -> dict[str, Reflector]:
+        kube, manager = context.kube, context.manager
+        resync = self.settings.resync_seconds or None
+        airways = Reflector(
+            kube, "/apis/yoke.cd/v1alpha1/airways", name="airways", handler=_enqueuer(manager, "airway")
+        )
+        reflectors = {
+            "airways": airways,
+            "crds": Reflector(kube, CRDS_PATH, name="crds", handler=self._crd_forwarder(context, airways)),
+            "Flight": Reflector(
+                kube,
+                "/apis/yoke.cd/v1alpha1/flights",
+                name="flights",
+                handler=_enqueuer(manager, "flight"),
+                resync_period=resync,
+            ),
+            "ClusterFlight": Reflector(
+                kube,
+                "/apis/yoke.cd/v1alpha1/clusterflights",
+                name="clusterflights",
+                handler=_enqueuer(manager, "clusterflight"),
+                resync_period=resync,
+            ),
+        }
+        readiness = context.cluster.readiness
+        if readiness is not None:
+            reflectors["readiness"] = Reflector(
+                kube,
+                "/api/v1/configmaps",
+                name="readiness-configmaps",
+                label_selector=READINESS_CONFIGMAPS,
+                handler=_readiness_rules(readiness),
+                resync_period=60.0,
+            )
+        return reflectors
+
+    def _crd_forwarder(
+        self, context: ControllerContext, airways: Reflector
+    ) -> Callable[[str, Object, Object | None], None]:
+        """A CRD named like an Airway changed (or went away): reconcile that Airway (spec 2, forwarders)."""
+
+        def handle(event_type: str, crd: Object, old: Object | None) -> None:
+            name = crd["metadata"]["name"]
+            if event_type != "RESYNC" and airways.get("", name) is not None:
+                context.manager.enqueue("airway", name)
+
+        return handle
+
+    # ------------------------------------------------------------------------------------ probes
+    def _probes(self, kube: KubeClient) -> ProbeServer:
+        probes = ProbeServer(self.settings.health_port, self.settings.metrics_port)
+
+        async def api_server_reachable() -> bool:
+            return (await kube.get_text("/readyz")).strip() == "ok"
+
+        async def caches_synced_or_standby() -> bool:
+            return self.caches_synced or not self._leading_now()
+
+        async def crds_installed() -> bool:
+            return self.crds_installed
+
+        probes.add_liveness_check("event-loop", _loop_responsive)
+        probes.add_readiness_check("api-server", api_server_reachable)
+        probes.add_readiness_check("yoke-crds", crds_installed)
+        probes.add_readiness_check("caches-synced", caches_synced_or_standby)
+        return probes
+
+    def _leading_now(self) -> bool:
+        if not self.settings.leader_elect:
+            return True
+        return self.elector is not None and self.elector.is_leader
+
+
+async def _loop_responsive() -> bool:
+    await asyncio.sleep(0)
+    return True
+
+
+def _readiness_rules(readiness: CustomReadiness) -> Callable[[str, Object, Object | None], None]:
+    def handle(event_type: str, configmap: Object, old: Object | None) -> None:
+        if event_type == "DELETED":
+            readiness.remove_configmap(configmap)
+        else:
+            if old is not None:
+                readiness.remove_configmap(old)
+            readiness.apply_configmap(configmap)
+
+    return handle
+
+
+async def run(settings: ControllerSettings) -> int:
+    """Run the controller until SIGTERM or SIGINT."""
+    controller = Controller(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, controller.stop)
+    return await controller.run()

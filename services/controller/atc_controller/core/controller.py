@@ -1,0 +1,259 @@
+"""The manager: N workers that take keys off the shared work queue and run the registered reconcilers.
+
+The service's startup code creates one ``Manager(workers=CONCURRENCY)``,
+registers the Airway, Flight and ClusterFlight reconcilers, and the Airway
+reconciler registers and unregisters the instance controller of each Airway
+at run time (yoke's ``Register`` / ``ShutdownGK``). Reflector handlers and the
+webhook-signal watcher call ``enqueue``. ``reconcile_handler`` is the one place
+where a reconcile's result or exception becomes a requeue decision, metrics
+and the log lines ``processing event`` / ``reconcile successful`` /
+``error processing event``. Exceptions never kill a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from atc.k8s.client import KubeError
+from atc_controller import metrics
+
+from .results import RequeueAfterError, Result, TerminalError
+from .workqueue import Clock, MonotonicClock, Outcome, OutcomeKind, QueueKey, QueueShutDownError, WorkQueue
+
+log = logging.getLogger("atc.controller")
+
+_EXPECTED_ERRORS = (TerminalError, RequeueAfterError, KubeError)
+
+
+class Reconciler(Protocol):
+    """Brings the object named by ``key`` to its desired state; raises to be retried."""
+
+    async def reconcile(self, key: str) -> Result: ...
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """A queue key split for logging: ``<namespace>/<Kind.group>:<name>`` or ``<namespace>/<name>``."""
+
+    namespace: str
+    group_kind: str
+    name: str
+
+
+def split_key(key: str) -> KeyParts:
+    """Split a reconcile key; cluster-scoped keys have an empty namespace."""
+    namespace, slash, rest = key.partition("/")
+    if not slash:
+        namespace, rest = "", key
+    group_kind, colon, name = rest.partition(":")
+    if colon and group_kind[:1].isupper():
+        return KeyParts(namespace, group_kind, name)
+    return KeyParts(namespace, "", rest)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one reconcile call produced."""
+
+    outcome: Outcome
+    error: Exception | None
+    elapsed: float
+
+
+def result_label(outcome: Outcome) -> str:
+    """controller-runtime's ``result`` label: success, error, requeue or requeue_after."""
+    if outcome.kind is not OutcomeKind.SUCCESS:
+        return "error"
+    if outcome.requeue_after is None:
+        return "success"
+    return "requeue_after" if outcome.requeue_after > 0 else "requeue"
+
+
+class Manager:
+    """Owns the work queue and ``workers`` worker tasks; runs reconcilers registered by name."""
+
+    def __init__(self, workers: int, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._worker_count = workers
+        self._clock: Clock = clock or MonotonicClock()
+        self._rng = rng
+        self._queue = self._new_queue()
+        self._reconcilers: dict[str, Reconciler] = {}
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _new_queue(self) -> WorkQueue:
+        return WorkQueue(clock=self._clock, rng=self._rng)
+
+    @property
+    def queue(self) -> WorkQueue:
+        return self._queue
+
+    @property
+    def workers(self) -> int:
+        return self._worker_count
+
+    @property
+    def running(self) -> bool:
+        return not self._idle.is_set()
+
+    # --- registry -----------------------------------------------------------------------------------------------
+
+    def register(self, name: str, reconciler: Reconciler) -> None:
+        """Route items of controller ``name`` to ``reconciler``; a name can be registered once."""
+        if name in self._reconcilers:
+            raise ValueError(f"controller {name!r} is already registered")
+        self._reconcilers[name] = reconciler
+
+    def unregister(self, name: str) -> None:
+        """Stop routing to ``name`` and drop its waiting and scheduled items; a running reconcile finishes."""
+        self._reconcilers.pop(name, None)
+        self._queue.forget_controller(name)
+
+    def is_registered(self, name: str) -> bool:
+        return name in self._reconcilers
+
+    @property
+    def controllers(self) -> list[str]:
+        return sorted(self._reconcilers)
+
+    def enqueue(self, name: str, key: str) -> None:
+        self._queue.add(QueueKey(name, key))
+
+    def enqueue_after(self, name: str, key: str, delay: float) -> None:
+        self._queue.add_after(QueueKey(name, key), delay)
+
+    # --- running ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the workers until ``stop`` (or cancellation, which stops at once).
+
+        Items enqueued while the manager is not running wait in a fresh queue for the next ``run``.
+        """
+        if not self._idle.is_set():
+            raise RuntimeError("manager is already running")
+        self._idle.clear()
+        if self._queue.is_shut_down:
+            self._queue = self._new_queue()
+        queue = self._queue
+        self._worker_tasks = [
+            asyncio.create_task(self._work(queue), name=f"reconcile worker {n}") for n in range(self._worker_count)
+        ]
+        log.info("starting workers", extra={"workers": self._worker_count})
+        try:
+            await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        finally:
+            queue.shutdown()
+            await self._cancel_workers()
+            self._queue = self._new_queue()
+            self._idle.set()
+            log.info("all workers finished")
+
+    async def stop(self, *, now: bool = False) -> None:
+        """Stop taking items; wait for running reconciles to finish, or cancel them at once when ``now``."""
+        self._queue.shutdown()
+        if now:
+            await self._cancel_workers()
+        await self._idle.wait()
+
+    async def _cancel_workers(self) -> None:
+        tasks, self._worker_tasks = self._worker_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _work(self, queue: WorkQueue) -> None:
+        while True:
+            try:
+                item = await queue.get()
+            except QueueShutDownError:
+                return
+            await self.reconcile_handler(queue, item)
+
+    # --- one item -----------------------------------------------------------------------------------------------
+
+    async def reconcile_handler(self, queue: WorkQueue, item: QueueKey) -> None:
+        """Reconcile one item taken from ``queue`` and tell the queue how it went."""
+        reconciler = self._reconcilers.get(item.controller)
+        if reconciler is None:
+            log.warning(
+                "dropping event of unregistered controller", extra={"controller": item.controller, "key": item.key}
+            )
+            queue.done(item, Outcome.success())
+            return
+        fields = self._log_fields(queue, item)
+        log.info("processing event", extra=fields)
+        run = await self._reconcile(item, reconciler)
+        outcome = run.outcome if self._reconcilers.get(item.controller) is reconciler else Outcome.success()
+        delay = queue.done(item, outcome)
+        self._count(item.controller, run.outcome)
+        self._log_result(fields, run, delay)
+
+    async def _reconcile(self, item: QueueKey, reconciler: Reconciler) -> _Run:
+        started = self._clock.now()
+        active = metrics.ACTIVE_WORKERS.labels(item.controller)
+        active.inc()
+        try:
+            outcome, error = await self._call(reconciler, item.key)
+        finally:
+            active.dec()
+            elapsed = self._clock.now() - started
+            metrics.RECONCILE_TIME.labels(item.controller).observe(elapsed)
+        return _Run(outcome, error, elapsed)
+
+    @staticmethod
+    async def _call(reconciler: Reconciler, key: str) -> tuple[Outcome, Exception | None]:
+        try:
+            result = await reconciler.reconcile(key)
+            if not isinstance(result, Result):
+                raise TypeError(f"reconcile returned {type(result).__name__}, not Result")
+        except TerminalError as exc:
+            return Outcome.terminal(exc.requeue_after), exc
+        except RequeueAfterError as exc:
+            return Outcome.error(exc.requeue_after), exc
+        except Exception as exc:
+            return Outcome.error(), exc
+        return Outcome.success(result.requeue_after), None
+
+    @staticmethod
+    def _count(controller: str, outcome: Outcome) -> None:
+        metrics.RECONCILE_TOTAL.labels(controller, result_label(outcome)).inc()
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            metrics.RECONCILE_ERRORS.labels(controller).inc()
+        if outcome.kind is OutcomeKind.TERMINAL:
+            metrics.TERMINAL_RECONCILE_ERRORS.labels(controller).inc()
+
+    @staticmethod
+    def _log_fields(queue: WorkQueue, item: QueueKey) -> dict[str, Any]:
+        parts = split_key(item.key)
+        fields: dict[str, Any] = {
+            "controller": item.controller,
+            "namespace": parts.namespace,
+            "objectName": parts.name,
+            "reconcileID": str(uuid.uuid4()),
+            "attempt": queue.attempts(item),
+        }
+        if parts.group_kind:
+            fields["groupKind"] = parts.group_kind
+        return fields
+
+    @staticmethod
+    def _log_result(fields: dict[str, Any], run: _Run, delay: float | None) -> None:
+        extra = {**fields, "elapsed": round(run.elapsed, 3)}
+        if delay is not None:
+            extra["requeueAfter"] = delay
+        if run.error is None:
+            log.info("reconcile successful", extra=extra)
+            return
+        extra["error"] = str(run.error) or type(run.error).__name__
+        if isinstance(run.error, TerminalError):
+            extra["terminal"] = True
+        unexpected = not isinstance(run.error, _EXPECTED_ERRORS)
+        log.error("error processing event", extra=extra, exc_info=run.error if unexpected else None)

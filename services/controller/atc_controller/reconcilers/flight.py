@@ -1,0 +1,191 @@
+"""Flights and ClusterFlights: a module deployed directly, with its input in the spec (spec 7).
+
+``FlightReconciler.reconcile(key)`` adds the ``yoke.cd/mayday.flight``
+finalizer, tears the release down on deletion, and otherwise runs the
+takeoff pipeline with the Flight's ``input``/``inputObject`` as stdin and
+``args`` as arguments. The release history is stored as
+``<namespace>/<Kind>.yoke.cd:<name>`` while the flight (and the ownership
+annotations) see the bare name, as in yoke. ``status.inventory`` lists every
+resource with its readiness; ``Ready`` is True once all are ready. One
+reconciler per kind: ``Flight`` (namespaced) and ``ClusterFlight``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from atc.constants import FINALIZER_INSTANCE, MANAGED_BY_ATC
+from atc.flight.invocation import timeout_seconds
+from atc.gocompat import DurationError
+from atc.k8s.apply import mapping_for, object_path
+from atc.k8s.client import KubeError
+from atc.k8s.discovery import NoMatchError
+from atc.k8s.events import NORMAL, WARNING
+from atc.k8s.readiness import ReadinessError, is_ready
+from atc.k8s.refs import resource_ref, split_api_version
+from atc.models import FlightSpec
+from atc.prune import PruneOptions, mayday
+from atc.releases import flight_release_prefix
+from atc.takeoff import TakeoffError, TakeoffRequest, TakeoffResult, takeoff
+from atc.wasm.access import ClusterAccess
+from atc.wasm.errors import ModuleError, ModuleNotAllowedError
+from atc_controller.context import ControllerContext
+from atc_controller.core.reflector import Reflector
+from atc_controller.core.results import RequeueAfterError, Result, TerminalError
+
+from .finalizers import add_finalizer, remove_finalizer
+from .status import mark_in_progress, ready_condition, set_condition, update_status
+
+log = logging.getLogger("atc.controller.flight")
+Object = dict[str, Any]
+
+
+class FlightReconciler:
+    """Reconciles ``Flight`` (namespaced) or ``ClusterFlight`` objects."""
+
+    def __init__(self, context: ControllerContext, kind: str, flights: Reflector) -> None:
+        self.context = context
+        self.kind = kind
+        self.flights = flights
+        self.collection = "/apis/yoke.cd/v1alpha1/" + ("flights" if kind == "Flight" else "clusterflights")
+
+    @property
+    def controller_name(self) -> str:
+        return self.kind.lower()
+
+    def _path(self, flight: Object) -> str:
+        meta = flight["metadata"]
+        if self.kind == "Flight":
+            return f"/apis/yoke.cd/v1alpha1/namespaces/{meta['namespace']}/flights/{meta['name']}"
+        return f"{self.collection}/{meta['name']}"
+
+    async def reconcile(self, key: str) -> Result:
+        namespace, _, name = key.rpartition("/")
+        flight = self.flights.get(namespace, name)
+        if flight is None:
+            return Result()
+        meta = flight["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if not meta.get("deletionTimestamp") and FINALIZER_INSTANCE not in finalizers:
+            await add_finalizer(self.context.kube, self._path(flight), flight, FINALIZER_INSTANCE)
+            return Result()
+        spec = FlightSpec.model_validate(flight.get("spec") or {})
+        if meta.get("deletionTimestamp"):
+            await self._delete(flight, spec)
+            return Result()
+        drift = spec.fix_drift_seconds
+        try:
+            result = await self._takeoff(flight, spec)
+            inventory, waiting = await self._inventory(result)
+        except (TakeoffError, ReadinessError) as exc:
+            await self._condition(flight, "False", "Error", str(exc))
+            await self.context.events.record(flight, WARNING, "FlightFailed", str(exc))
+            if drift:
+                raise RequeueAfterError(str(exc), drift) from None
+            raise
+        self.context.observe_takeoff(result)
+        await self._write_inventory(flight, inventory)
+        if waiting:
+            await self._condition(flight, "False", "InProgress", "waiting for flight to become ready")
+            return Result(requeue_after=min(drift, 5.0) if drift else 5.0)
+        await self._condition(flight, "True", "Ready", "Successfully deployed")
+        if result.outcome == "applied":
+            message = f"{len(result.objects)} resources ({result.applied} applied, {result.skipped} unchanged)"
+            await self.context.events.record(flight, NORMAL, "RevisionApplied", message)
+        return Result(requeue_after=drift or None)
+
+    def _release(self, flight: Object) -> tuple[str, str, str]:
+        """(history name, bare name, namespace)."""
+        meta = flight["metadata"]
+        namespace = meta.get("namespace") or ""
+        prefix = flight_release_prefix(self.kind, namespace)
+        return prefix + meta["name"], meta["name"], namespace or "default"
+
+    async def _takeoff(self, flight: Object, spec: FlightSpec) -> TakeoffResult:
+        await mark_in_progress(self.context.kube, self._path(flight), flight, "fetching flight wasm module")
+        try:
+            module = await self.context.modules.load(spec.wasm_url, checksum=spec.checksum, insecure=spec.insecure)
+        except ModuleNotAllowedError as exc:
+            await self._condition(flight, "False", "Error", f"failed to get wasm module: {exc}")
+            raise TerminalError(f"failed to get wasm module: {exc}") from None
+        except ModuleError as exc:
+            raise TakeoffError(f"failed to get wasm module: {exc}") from None
+        await mark_in_progress(self.context.kube, self._path(flight), flight, "Flight is taking off")
+        release, bare, namespace = self._release(flight)
+        meta = flight["metadata"]
+        try:
+            timeout = timeout_seconds(spec.timeout)
+        except DurationError as exc:
+            raise TerminalError(str(exc)) from None
+        request = TakeoffRequest(
+            release=release,
+            flight_release=bare,
+            namespace=namespace,
+            module=module,
+            source_url=spec.wasm_url,
+            stdin=spec.stdin(),
+            args=tuple(spec.args),
+            timeout=timeout,
+            max_memory_mib=spec.max_memory_mib,
+            stdout_limit=self.context.settings.flight_stdout_limit_mib << 20,
+            yoke_version=self.context.settings.yoke_version,
+            access=ClusterAccess(
+                spec.cluster_access, bare, namespace, tuple(spec.resource_access_matchers), self.context.gateway
+            ),
+            managed_by=MANAGED_BY_ATC,
+            owner_references=[
+                {"apiVersion": flight["apiVersion"], "kind": self.kind, "name": meta["name"], "uid": meta["uid"]}
+            ],
+            cross_namespace=self.kind == "ClusterFlight",
+            history_cap=spec.history_cap,
+            prune=PruneOptions(spec.prune.crds, spec.prune.namespaces),
+            reapply_unchanged=spec.fix_drift_seconds > 0,
+        )
+        return await takeoff(self.context.cluster, request)
+
+    async def _inventory(self, result: TakeoffResult) -> tuple[list[Object], bool]:
+        """Every resource with its readiness (all are evaluated, as yoke does for Flights)."""
+        cluster = self.context.cluster
+        inventory, waiting = [], False
+        for obj in result.objects:
+            _, version = split_api_version(str(obj.get("apiVersion", "")))
+            try:
+                live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
+                ready = await is_ready(cluster.kube, live, cluster.readiness)
+            except (KubeError, NoMatchError):
+                ready = False
+            inventory.append({"resource": resource_ref(obj), "version": version, "ready": ready})
+            waiting = waiting or not ready
+        return inventory, waiting
+
+    async def _write_inventory(self, flight: Object, inventory: list[Object]) -> None:
+        generation = int(flight["metadata"].get("generation", 0))
+
+        def change(live: Object) -> None:
+            live.setdefault("status", {})
+            live["status"] = {**(live["status"] or {}), "inventory": inventory}
+
+        await update_status(self.context.kube, self._path(flight), generation, change)
+
+    async def _delete(self, flight: Object, spec: FlightSpec) -> None:
+        await self._condition(flight, "False", "Terminating", "mayday is being performed")
+        release, bare, namespace = self._release(flight)
+        try:
+            await mayday(
+                self.context.kube,
+                self.context.mapper,
+                release,
+                namespace,
+                PruneOptions(spec.prune.crds, spec.prune.namespaces),
+                f"{namespace}/{bare}",
+            )
+        except (KubeError, TimeoutError, NoMatchError) as exc:
+            raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
+        await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
+
+    async def _condition(self, flight: Object, status: str, reason: str, message: str) -> None:
+        generation = int(flight["metadata"].get("generation", 0))
+        await set_condition(
+            self.context.kube, self._path(flight), generation, ready_condition(status, reason, message, generation)
+        )

@@ -1,0 +1,396 @@
+"""The reconcile loop of Airway instances: one custom resource in, its flight's resources applied (spec 6).
+
+``InstanceReconciler.reconcile(key)`` is the loop to read first. For one
+custom resource of an Airway's CRD it:
+
+1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway;
+2. on deletion, tears the release down (``_delete``);
+3. feeds the object (or the value at ``objectPath``) to the flight and runs
+   the takeoff pipeline (``atc.takeoff``): children applied stage by stage,
+   unchanged children not sent again, a revision written when anything changed;
+4. checks the children's readiness, takes over the ``status`` the flight set on
+   the parent, and sets the ``Ready`` condition (``InProgress`` while children
+   come up, ``Error`` with the message when anything failed);
+5. requeues after ``fixDriftInterval`` (re-applying everything: drift repair),
+   or in 5 s while children are not ready yet.
+
+Kubernetes Events tell what happened: RevisionApplied, ResourcesPruned,
+FlightFailed, InstanceDeleted. One reconciler serves one Airway; the Airway
+reconciler creates and replaces it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from atc.conditions import find_condition, set_status_condition
+from atc.constants import (
+    ANNOTATION_INSTANCE_REF,
+    ANNOTATION_OVERRIDE_FLIGHT,
+    ANNOTATION_OVERRIDE_MODE,
+    API_VERSION,
+    FINALIZER_INSTANCE,
+    MANAGED_BY_ATC,
+)
+from atc.flight.invocation import timeout_seconds
+from atc.gocompat import DurationError, go_json
+from atc.k8s.apply import ApplyError, apply_stage, mapping_for, object_path
+from atc.k8s.client import MERGE_PATCH, KubeError
+from atc.k8s.discovery import NoMatchError, RestMapping
+from atc.k8s.events import NORMAL, WARNING
+from atc.k8s.readiness import ReadinessError, is_ready
+from atc.k8s.refs import canonical_name, resource_ref, split_api_version
+from atc.models import MODES, AirwaySpec, Mode
+from atc.prune import PruneOptions, mayday
+from atc.releases import release_name
+from atc.takeoff import TakeoffError, TakeoffRequest, TakeoffResult, takeoff
+from atc.wasm.access import ClusterAccess
+from atc.wasm.errors import ModuleError, ModuleNotAllowedError
+from atc_controller import metrics
+from atc_controller.context import ControllerContext
+from atc_controller.core.results import RequeueAfterError, Result, TerminalError
+
+from .finalizers import remove_finalizer
+from .status import mark_in_progress, ready_condition, setting_condition, update_status
+
+log = logging.getLogger("atc.controller.instance")
+Object = dict[str, Any]
+NOT_READY_REQUEUE = 5.0
+
+
+class ObjectPathError(TerminalError):
+    """``objectPath`` runs through something that is not an object."""
+
+
+def value_at(obj: Object, path: list[str]) -> Any:
+    """The value at ``path`` (None when a key is missing); a non-object on the way is an error."""
+    value: Any = obj
+    for depth, key in enumerate(path):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            walked = ".".join(path[:depth])
+            raise ObjectPathError(
+                f'failed to get object path from: "{",".join(path)}": value at {walked or "."} is not an object'
+            )
+        value = value.get(key)
+    return value
+
+
+@dataclass
+class InstanceState:
+    """What the controller remembers about one instance between reconciles (used by the modes)."""
+
+    mode: Mode = "standard"
+    tracked: set[str] = field(default_factory=set)
+    external: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Outcome:
+    """What a reconcile found out, turned into status, Events and the requeue at the end."""
+
+    result: TakeoffResult | None = None
+    error: str = ""
+    parent: Object | None = None
+    ready: bool = False
+    waiting_for: str = ""
+
+
+class InstanceReconciler:
+    """Reconciles every instance of one Airway."""
+
+    def __init__(self, context: ControllerContext, airway: Object, mapping: RestMapping, reflector: Any) -> None:
+        self.context = context
+        self.airway = airway
+        self.spec = AirwaySpec.model_validate(airway["spec"])
+        self.mapping = mapping
+        self.reflector = reflector
+        self.states: dict[str, InstanceState] = {}
+
+    @property
+    def airway_name(self) -> str:
+        return str(self.airway["metadata"]["name"])
+
+    # ------------------------------------------------------------------------------------ the loop
+    async def reconcile(self, key: str) -> Result:
+        namespace, _, name = key.rpartition("/")
+        instance = self.reflector.get(namespace, name)
+        if instance is None:
+            self.states.pop(key, None)
+            return Result()
+        if await self._ensure_metadata(instance):
+            return Result()  # the update brings the object back with the metadata in place
+        if instance["metadata"].get("deletionTimestamp"):
+            await self._delete(key, instance)
+            return Result()
+        state = self.states.setdefault(key, InstanceState())
+        state.mode = self._mode(instance)
+        outcome = await self._fly(instance)
+        await self._report(instance, outcome)
+        return self._next(outcome)
+
+    def _next(self, outcome: _Outcome) -> Result:
+        drift = self.spec.fix_drift_seconds
+        if outcome.error:
+            if drift:
+                raise RequeueAfterError(outcome.error, drift)
+            raise RuntimeError(outcome.error)
+        if not outcome.ready and outcome.parent is None:
+            return Result(requeue_after=min(drift, NOT_READY_REQUEUE) if drift else NOT_READY_REQUEUE)
+        return Result(requeue_after=drift or None)
+
+    def _mode(self, instance: Object) -> Mode:
+        override = (instance["metadata"].get("annotations") or {}).get(ANNOTATION_OVERRIDE_MODE, "")
+        return override if override in MODES else self.spec.effective_mode
+
+    # ------------------------------------------------------------------------------------ metadata
+    def _path(self, instance: Object) -> str:
+        meta = instance["metadata"]
+        return self.mapping.object_path(meta["name"], meta.get("namespace", ""))
+
+    def _airway_owner_reference(self) -> Object:
+        meta = self.airway["metadata"]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Airway",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "blockOwnerDeletion": True,
+        }
+
+    async def _ensure_metadata(self, instance: Object) -> bool:
+        """Finalizer and Airway ownerReference, in one optimistic update; True when it wrote."""
+        meta = instance["metadata"]
+        patch: Object = {}
+        finalizers = list(meta.get("finalizers") or [])
+        if not meta.get("deletionTimestamp") and FINALIZER_INSTANCE not in finalizers:
+            patch["finalizers"] = [*finalizers, FINALIZER_INSTANCE]
+        owners = list(meta.get("ownerReferences") or [])
+        if not any(
+            o.get("kind") == "Airway" and o.get("apiVersion") == API_VERSION and o.get("name") == self.airway_name
+            for o in owners
+        ):
+            patch["ownerReferences"] = [*owners, self._airway_owner_reference()]
+        if not patch:
+            return False
+        patch["resourceVersion"] = meta["resourceVersion"]
+        try:
+            await self.context.kube.request(
+                "PATCH", self._path(instance), body={"metadata": patch}, content_type=MERGE_PATCH
+            )
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+            # our cached copy is stale: the watch brings the newer one, which triggers another reconcile
+        return True
+
+    # ------------------------------------------------------------------------------------ takeoff
+    def _release(self, instance: Object) -> tuple[str, str]:
+        namespace = instance["metadata"].get("namespace") or ""
+        return release_name(instance, namespaced=self.mapping.namespaced), namespace or "default"
+
+    def _stdin(self, instance: Object) -> bytes:
+        return go_json(value_at(instance, self.spec.object_path) if self.spec.object_path else instance)
+
+    def _is_parent(self, instance: Object) -> Any:
+        group, kind = self.mapping.group, self.mapping.kind
+        name, namespace = instance["metadata"]["name"], instance["metadata"].get("namespace", "")
+
+        def is_parent(obj: Object) -> bool:
+            obj_group, _ = split_api_version(str(obj.get("apiVersion", "")))
+            meta = obj.get("metadata") or {}
+            return (obj_group, obj.get("kind"), meta.get("name"), meta.get("namespace", "") or "") == (
+                group,
+                kind,
+                name,
+                namespace,
+            )
+
+        return is_parent
+
+    async def _module_url(self, instance: Object) -> tuple[str, bool]:
+        override = (instance["metadata"].get("annotations") or {}).get(ANNOTATION_OVERRIDE_FLIGHT, "")
+        return (override, True) if override else (self.spec.wasm_urls.flight, False)
+
+    async def _request(self, instance: Object, *, reapply: bool) -> TakeoffRequest:
+        release, namespace = self._release(instance)
+        url, fresh = await self._module_url(instance)
+        try:
+            module = await self.context.modules.load(
+                url, checksum=self.spec.wasm_urls.flight_checksum, insecure=self.spec.insecure, fresh=fresh
+            )
+        except ModuleNotAllowedError as exc:
+            raise TerminalError(f"failed to fetch flight module from cache: {exc}") from None
+        except ModuleError as exc:
+            raise TakeoffError(f"failed to fetch flight module from cache: {exc}") from None
+        meta = instance["metadata"]
+        access = ClusterAccess(
+            self.spec.cluster_access,
+            release,
+            namespace,
+            tuple(self.spec.resource_access_matchers),
+            self.context.gateway,
+        )
+        return TakeoffRequest(
+            release=release,
+            namespace=namespace,
+            module=module,
+            source_url=self.spec.wasm_urls.flight,
+            stdin=self._stdin(instance),
+            timeout=timeout_seconds(self.spec.timeout),
+            max_memory_mib=self.spec.max_memory_mib,
+            stdout_limit=self.context.settings.flight_stdout_limit_mib << 20,
+            yoke_version=self.context.settings.yoke_version,
+            access=access,
+            managed_by=MANAGED_BY_ATC,
+            extra_annotations={ANNOTATION_INSTANCE_REF: resource_ref(instance)},
+            owner_references=[
+                {
+                    "apiVersion": instance["apiVersion"],
+                    "kind": instance["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+            cross_namespace=not self.mapping.namespaced,
+            history_cap=self.spec.history_cap,
+            prune=PruneOptions(self.spec.prune.crds, self.spec.prune.namespaces),
+            is_parent=self._is_parent(instance),
+            reapply_unchanged=reapply,
+        )
+
+    async def _fly(self, instance: Object) -> _Outcome:
+        await mark_in_progress(self.context.kube, self._path(instance), instance, "Flight is taking off")
+        outcome = _Outcome()
+        try:
+            request = await self._request(instance, reapply=self.spec.fix_drift_seconds > 0)
+            outcome.result = await takeoff(self.context.cluster, request)
+            self.context.observe_flight(self.airway_name, outcome.result.flight_seconds, "success")
+            self.context.observe_takeoff(outcome.result)
+            outcome.parent = outcome.result.parent
+        except TakeoffError as exc:
+            self.context.observe_flight(self.airway_name, 0.0, "error")
+            metrics.REVISIONS.labels("error").inc()
+            outcome.error, outcome.parent = str(exc), exc.parent
+            if exc.terminal:
+                raise TerminalError(str(exc)) from None
+            return outcome
+        except (ObjectPathError, DurationError) as exc:
+            raise TerminalError(str(exc)) from None
+        if outcome.parent is None or not _has_ready(outcome.parent):
+            await self._check_children(outcome)
+        return outcome
+
+    async def _check_children(self, outcome: _Outcome) -> None:
+        """Readiness of every child (spec 11.1); a child deleted behind our back is applied again."""
+        assert outcome.result is not None
+        cluster = self.context.cluster
+        for obj in outcome.result.objects:
+            try:
+                live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
+            except KubeError as exc:
+                if exc.not_found:
+                    await self._restore(obj, outcome)
+                    if outcome.error:
+                        return
+                    outcome.waiting_for = canonical_name(obj)
+                    return
+                outcome.error = (
+                    f"failed to check release readiness: {canonical_name(obj)}: failed to get in cluster state: {exc}"
+                )
+                return
+            except NoMatchError as exc:
+                outcome.error = f"failed to check release readiness: {canonical_name(obj)}: {exc}"
+                return
+            try:
+                if not await is_ready(cluster.kube, live, cluster.readiness):
+                    outcome.waiting_for = canonical_name(obj)
+                    return
+            except ReadinessError as exc:
+                outcome.error = f"failed to check release readiness: {canonical_name(obj)}: {exc}"
+                return
+        outcome.ready = True
+
+    async def _restore(self, obj: Object, outcome: _Outcome) -> None:
+        try:
+            await apply_stage(self.context.kube, self.context.mapper, [obj])
+        except ApplyError as exc:
+            outcome.error = str(exc)
+
+    # ------------------------------------------------------------------------------------ reporting
+    def _final_condition(self, outcome: _Outcome, generation: int) -> Object:
+        if outcome.error:
+            return ready_condition("False", "Error", outcome.error, generation)
+        if outcome.ready or (outcome.parent is not None and _has_ready(outcome.parent)):
+            return ready_condition("True", "Ready", "Successfully deployed", generation)
+        return ready_condition("False", "InProgress", "waiting for flight to become ready", generation)
+
+    async def _report(self, instance: Object, outcome: _Outcome) -> None:
+        generation = int(instance["metadata"].get("generation", 0))
+        condition = self._final_condition(outcome, generation)
+        parent_status = (outcome.parent or {}).get("status")
+
+        def change(live: Object) -> None:
+            status = copy.deepcopy(parent_status) if isinstance(parent_status, dict) else (live.get("status") or {})
+            merged = list((live.get("status") or {}).get("conditions") or [])
+            for flight_condition in (status.get("conditions") or []) if isinstance(parent_status, dict) else []:
+                set_status_condition(merged, flight_condition)
+            if not (isinstance(parent_status, dict) and _has_ready(outcome.parent or {}) and not outcome.error):
+                set_status_condition(merged, condition)
+            status["conditions"] = merged
+            live["status"] = status
+
+        await update_status(self.context.kube, self._path(instance), generation, change)
+        await self._record_events(instance, outcome)
+
+    async def _record_events(self, instance: Object, outcome: _Outcome) -> None:
+        events = self.context.events
+        if outcome.error:
+            await events.record(instance, WARNING, "FlightFailed", outcome.error)
+            return
+        result = outcome.result
+        if result is None or result.outcome != "applied":
+            return
+        revision = result.revision.name if result.revision else "?"
+        counts = f"{len(result.objects)} resources ({result.applied} applied, {result.skipped} unchanged)"
+        message = f"revision {revision}: {counts}"
+        await events.record(instance, NORMAL, "RevisionApplied", message)
+        if result.pruned:
+            await events.record(instance, NORMAL, "ResourcesPruned", "pruned " + ", ".join(result.pruned))
+
+    # ------------------------------------------------------------------------------------ deletion
+    async def _delete(self, key: str, instance: Object) -> None:
+        """Mayday: remove the children and the history, then let the object go (spec 6.10)."""
+        path = self._path(instance)
+        generation = int(instance["metadata"].get("generation", 0))
+        terminating = ready_condition("False", "Terminating", "Mayday: Flight is being removed", generation)
+        await update_status(self.context.kube, path, None, setting_condition(terminating))
+        release, namespace = self._release(instance)
+        try:
+            pruned = await mayday(
+                self.context.kube,
+                self.context.mapper,
+                release,
+                namespace,
+                PruneOptions(self.spec.prune.crds, self.spec.prune.namespaces),
+                f"{namespace}/{release}",
+            )
+        except (KubeError, TimeoutError, NoMatchError) as exc:
+            raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
+        if pruned is None:
+            log.warning(f'mayday noop: no history found for release "{release}" in namespace "{namespace}"')
+        await remove_finalizer(self.context.kube, path, FINALIZER_INSTANCE)
+        await self.context.events.record(
+            instance, NORMAL, "InstanceDeleted", f"removed {len(pruned or [])} resources of release {release}"
+        )
+        self.states.pop(key, None)
+
+
+def _has_ready(obj: Object) -> bool:
+    """Whether the object (the flight's parent echo) carries a Ready condition of its own."""
+    status = obj.get("status")
+    return isinstance(status, dict) and find_condition(status.get("conditions") or [], "Ready") is not None

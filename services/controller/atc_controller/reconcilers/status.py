@@ -1,0 +1,86 @@
+"""Writing ``status`` of yoke.cd objects and Airway instances (spec 6.8, 11.3).
+
+``update_status`` reads the live object, gives up if its generation moved on
+(a newer reconcile will report), lets the caller change ``status``, and
+writes it with ``PUT .../status`` only if something changed, retrying on
+conflicts. ``ready_condition`` builds yoke's ``Ready`` condition. Used by all
+reconcilers; none of this ever fails a reconcile (errors are logged).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from atc.conditions import make_condition, set_status_condition
+from atc.k8s.client import KubeClient, KubeError
+
+log = logging.getLogger("atc.controller.status")
+Object = dict[str, Any]
+CONFLICT_RETRIES = 5
+
+
+def ready_condition(status: str, reason: str, message: str, generation: int) -> Object:
+    return make_condition("Ready", status, reason, message, observed_generation=generation)
+
+
+async def update_status(kube: KubeClient, path: str, generation: int | None, change: Callable[[Object], None]) -> bool:
+    """Apply ``change`` to the live object's status and write it if it changed; returns whether it wrote."""
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            live = await kube.get(path)
+        except KubeError as exc:
+            log.debug("status not written: object unreadable", extra={"path": path, "error": str(exc)})
+            return False
+        if generation is not None and live.get("metadata", {}).get("generation") != generation:
+            return False
+        before = copy.deepcopy(live.get("status"))
+        change(live)
+        if live.get("status") == before:
+            return False
+        try:
+            await kube.request("PUT", f"{path}/status", body=live)
+            return True
+        except KubeError as exc:
+            if exc.conflict:
+                continue
+            if not exc.not_found:
+                log.warning("failed to update status", extra={"path": path, "error": str(exc)})
+            return False
+    log.warning("failed to update status: conflicts kept happening", extra={"path": path})
+    return False
+
+
+def setting_condition(condition: Object) -> Callable[[Object], None]:
+    """A ``change`` for ``update_status`` that sets one condition."""
+
+    def change(live: Object) -> None:
+        status = live.setdefault("status", {}) or {}
+        live["status"] = status
+        conditions = list(status.get("conditions") or [])
+        set_status_condition(conditions, condition)
+        status["conditions"] = conditions
+
+    return change
+
+
+async def set_condition(kube: KubeClient, path: str, generation: int | None, condition: Object) -> bool:
+    return await update_status(kube, path, generation, setting_condition(condition))
+
+
+def is_ready_at(obj: Object, generation: int) -> bool:
+    """Whether ``obj`` already reports Ready True for ``generation``."""
+    conditions = (obj.get("status") or {}).get("conditions") or [] if isinstance(obj.get("status"), dict) else []
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" and c.get("observedGeneration") == generation
+        for c in conditions
+    )
+
+
+async def mark_in_progress(kube: KubeClient, path: str, obj: Object, message: str) -> None:
+    """Report work in progress, unless the object is Ready at this generation (a resync writes nothing)."""
+    generation = int((obj.get("metadata") or {}).get("generation", 0))
+    if not is_ready_at(obj, generation):
+        await set_condition(kube, path, generation, ready_condition("False", "InProgress", message, generation))

@@ -1,0 +1,132 @@
+"""Removing what a release no longer has (spec 6.9) and tearing a release down (spec 6.10).
+
+``prune_release_diff`` walks the previous stages in reverse and deletes every
+object the new stages dropped, if it still belongs to the release (an object
+taken over by another release, or already gone, is left alone). CRDs and
+Namespaces are orphaned instead (yoke's labels, annotations and
+ownerReferences removed) unless the Airway's ``prune`` options say otherwise,
+because deleting them would delete everything inside. Deletes are
+foreground; each stage waits until its deleted objects are gone.
+``mayday`` prunes everything of the active revision and deletes the history.
+Callers: the takeoff pipeline and the instance and Flight deletion flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from atc.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY
+from atc.flight.output import Stages
+from atc.k8s.apply import mapping_for, object_path
+from atc.k8s.client import JSON_PATCH, KubeClient, KubeError
+from atc.k8s.discovery import RestMapper
+from atc.k8s.refs import canonical_name, owner_of, release_identity
+from atc.releases import delete_release, list_release, read_stages
+
+Object = dict[str, Any]
+GONE_TIMEOUT = 120.0
+GONE_POLL = 2.0
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """The Airway's ``prune`` settings: delete (rather than orphan) CRDs and Namespaces."""
+
+    crds: bool = False
+    namespaces: bool = False
+
+    def orphans(self, obj: Object) -> bool:
+        kind, api_version = obj.get("kind"), str(obj.get("apiVersion", ""))
+        if kind == "CustomResourceDefinition" and api_version.startswith("apiextensions.k8s.io/"):
+            return not self.crds
+        return kind == "Namespace" and api_version == "v1" and not self.namespaces
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+async def _orphan(kube: KubeClient, path: str) -> None:
+    """Strip yoke's ownership from a live object so it survives the release."""
+    live = await kube.get_or_none(path)
+    if live is None:
+        return
+    meta = live.get("metadata") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    if labels and LABEL_MANAGED_BY not in labels:
+        return
+    ops = (
+        [{"op": "remove", "path": f"/metadata/labels/{_escape(LABEL_MANAGED_BY)}"}]
+        if LABEL_MANAGED_BY in labels
+        else []
+    )
+    ops += [
+        {"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"}
+        for key in (ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE)
+        if key in annotations
+    ]
+    if meta.get("ownerReferences"):
+        ops.append({"op": "remove", "path": "/metadata/ownerReferences"})
+    if ops:
+        await kube.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+
+
+async def _delete_if_owned(kube: KubeClient, path: str, owner: str) -> bool:
+    live = await kube.get_or_none(path)
+    if live is None or owner_of(live) != owner:
+        return False  # gone already, or another release (or a person) owns it now
+    try:
+        await kube.request("DELETE", path, body={"propagationPolicy": "Foreground"})
+    except KubeError as exc:
+        if not exc.not_found:
+            raise
+    return True
+
+
+async def _wait_gone(kube: KubeClient, paths: list[str]) -> None:
+    deadline = time.monotonic() + GONE_TIMEOUT
+    remaining = list(paths)
+    while remaining:
+        still_there = []
+        for path in remaining:
+            if await kube.get_or_none(path) is not None:
+                still_there.append(path)
+        remaining = still_there
+        if remaining and time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {GONE_TIMEOUT:.0f}s waiting for deletion of {', '.join(remaining)}")
+        if remaining:
+            await asyncio.sleep(GONE_POLL)
+
+
+async def prune_release_diff(
+    kube: KubeClient, mapper: RestMapper, previous: Stages, current: Stages, options: PruneOptions, owner: str
+) -> list[str]:
+    """Delete or orphan what ``previous`` had and ``current`` lacks; returns their canonical names."""
+    keep = {release_identity(obj) for stage in current for obj in stage}
+    pruned: list[str] = []
+    for stage in reversed(previous):
+        deleted_paths = []
+        for obj in (o for o in stage if release_identity(o) not in keep):
+            path = object_path(await mapping_for(mapper, obj), obj)
+            if options.orphans(obj):
+                await _orphan(kube, path)
+            elif await _delete_if_owned(kube, path, owner):
+                deleted_paths.append(path)
+            pruned.append(canonical_name(obj))
+        await _wait_gone(kube, deleted_paths)
+    return pruned
+
+
+async def mayday(
+    kube: KubeClient, mapper: RestMapper, release: str, namespace: str, options: PruneOptions, owner: str
+) -> list[str] | None:
+    """Remove everything of the release and its history; None when it has no history (a warning for callers)."""
+    history = await list_release(kube, release, namespace)
+    if history.active is None:
+        return None
+    pruned = await prune_release_diff(kube, mapper, await read_stages(kube, history.active), [], options, owner)
+    await delete_release(kube, release, namespace)
+    return pruned

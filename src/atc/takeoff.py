@@ -1,0 +1,350 @@
+"""The takeoff pipeline: run a flight and turn its output into an applied, recorded release (spec 6.4).
+
+``takeoff(cluster, request)`` runs the flight, parses its stages, sets the
+parent object aside (its status is the reconciler's business), stamps yoke's
+metadata on every child, enforces the namespace rules, then applies stage by
+stage with readiness waits between stages, records a revision Secret in
+yoke's format, prunes what disappeared and caps the history.
+
+Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
+- a child whose desired state equals the one in the active revision is not
+  sent again, and an unchanged release writes no revision, unless the
+  caller asks for drift repair (``reapply_unchanged``);
+- a flight that outputs only its parent leaves the release untouched.
+
+``dry_run`` (admission) stops after a dry-run apply of every stage. Callers:
+the instance and Flight reconcilers, and the admission webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atc.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
+from atc.flight.invocation import flight_invocation
+from atc.flight.output import OutputError, Stages, parse_stages
+from atc.gocompat import join_errors
+from atc.k8s.apply import ApplyError, ApplyOptions, apply_all, apply_stage, mapping_for, object_path
+from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.discovery import NoMatchError, RestMapper
+from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
+from atc.k8s.refs import canonical_name, object_group_kind, release_identity, split_api_version
+from atc.prune import PruneOptions, prune_release_diff
+from atc.releases import Revision, cap_history, create_revision, list_release, pinning_error, read_stages
+from atc.wasm.access import ClusterAccess, LookupTracker
+from atc.wasm.cache import LoadedModule
+from atc.wasm.engine import FlightEngine
+from atc.wasm.runner import DEFAULT_STDOUT_LIMIT, FlightError, run_flight_async
+
+Object = dict[str, Any]
+STAGE_READY_TIMEOUT = 30.0
+STAGE_READY_POLL = 2.0
+SERVER_FIELDS = ("resourceVersion", "creationTimestamp", "uid", "managedFields")
+
+
+class TakeoffError(Exception):
+    """Takeoff failed; ``parent`` is the parent object the flight printed, if any (for its status)."""
+
+    def __init__(self, message: str, *, parent: Object | None = None, terminal: bool = False) -> None:
+        super().__init__(message)
+        self.parent = parent
+        self.terminal = terminal
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What takeoff talks to."""
+
+    kube: KubeClient
+    mapper: RestMapper
+    engine: FlightEngine
+    readiness: CustomReadiness | None = None
+
+
+@dataclass(frozen=True)
+class TakeoffRequest:
+    """One takeoff: which flight, for which release, with which rules."""
+
+    release: str  # the name the revision history is stored under
+    namespace: str  # the release (target) namespace
+    module: LoadedModule
+    source_url: str
+    stdin: bytes
+    flight_release: str = ""  # the name the flight sees and ownership uses (defaults to ``release``)
+    args: Sequence[str] = ()
+    timeout: float | None = 10.0
+    max_memory_mib: int = 0
+    stdout_limit: int = DEFAULT_STDOUT_LIMIT
+    yoke_version: str = ""
+    access: ClusterAccess = field(default_factory=lambda: ClusterAccess(enabled=False))
+    managed_by: str = MANAGED_BY_ATC
+    extra_annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_references: Sequence[Object] = ()
+    cross_namespace: bool = False
+    history_cap: int = 2
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    is_parent: Callable[[Object], bool] | None = None
+    dry_run: bool = False
+    reapply_unchanged: bool = False
+
+    @property
+    def owner_release(self) -> str:
+        return self.flight_release or self.release
+
+    @property
+    def owner(self) -> str:
+        return f"{self.namespace}/{self.owner_release}"
+
+
+@dataclass
+class TakeoffResult:
+    outcome: str  # "applied" | "unchanged" | "parent_only" | "dry_run"
+    stages: Stages
+    parent: Object | None
+    lookups: LookupTracker
+    applied: int = 0
+    skipped: int = 0
+    revision: Revision | None = None
+    pruned: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    flight_seconds: float = 0.0
+    applied_kinds: list[str] = field(default_factory=list)  # group kind of every object sent
+
+    @property
+    def objects(self) -> list[Object]:
+        return [obj for stage in self.stages for obj in stage]
+
+
+# ----------------------------------------------------------------------------------------------- flight
+async def _run_flight(cluster: Cluster, request: TakeoffRequest) -> tuple[bytes, float]:
+    invocation = flight_invocation(
+        release=request.owner_release,
+        namespace=request.namespace,
+        stdin=request.stdin,
+        args=request.args,
+        timeout=request.timeout,
+        max_memory_mib=request.max_memory_mib,
+        access=request.access,
+        stdout_limit=request.stdout_limit,
+        **({"yoke_version": request.yoke_version} if request.yoke_version else {}),
+    )
+    try:
+        result = await run_flight_async(cluster.engine, request.module.prepared, invocation)
+    except FlightError as exc:
+        raise TakeoffError(f"failed to evaluate flight: {exc}", parent=_parent_from(exc.stdout, request)) from None
+    return result.stdout, result.seconds
+
+
+def _parent_from(stdout: bytes, request: TakeoffRequest) -> Object | None:
+    """The parent among whatever a failed flight printed (yoke reads status from it)."""
+    if not stdout or request.is_parent is None:
+        return None
+    try:
+        stages = parse_stages(stdout)
+    except OutputError:
+        return None
+    return next((obj for stage in stages for obj in stage if request.is_parent(obj)), None)
+
+
+def _split_parent(stages: Stages, request: TakeoffRequest) -> tuple[Object | None, Stages]:
+    if request.is_parent is None:
+        return None, stages
+    is_parent = request.is_parent
+    parent = next((obj for stage in stages for obj in stage if is_parent(obj)), None)
+    return parent, [[obj for obj in stage if not is_parent(obj)] for stage in stages]
+
+
+# ----------------------------------------------------------------------------------------------- metadata
+def _decorate(obj: Object, request: TakeoffRequest) -> None:
+    """yoke's labels, annotations and ownerReferences; no server-owned fields (spec 6.4 steps 8-13)."""
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("labels", {})[LABEL_MANAGED_BY] = request.managed_by
+    annotations = meta.setdefault("annotations", {})
+    annotations[ANNOTATION_RELEASE] = request.owner_release
+    annotations[ANNOTATION_RELEASE_NAMESPACE] = request.namespace
+    annotations.update(request.extra_annotations)
+    if request.owner_references:
+        meta["ownerReferences"] = [*meta.get("ownerReferences", []), *copy.deepcopy(list(request.owner_references))]
+    for name in SERVER_FIELDS:
+        meta.pop(name, None)
+
+
+def _check_cross_namespace(stages: Stages, request: TakeoffRequest) -> None:
+    if request.cross_namespace:
+        return
+    problems = [
+        f'{canonical_name(obj)}: namespace "{ns}" does not match target namespace "{request.namespace}"'
+        for stage in stages
+        for obj in stage
+        if (ns := (obj.get("metadata") or {}).get("namespace")) and ns != request.namespace
+    ]
+    if problems:
+        raise TakeoffError(
+            join_errors("Multiple namespaces detected (if desired enable multinamespace releases)", problems)
+        )
+
+
+def _crd_scopes(stages: Stages) -> dict[tuple[str, str], bool]:
+    """(group, kind) -> namespaced, for CRDs in this very output."""
+    scopes = {}
+    for stage in stages:
+        for obj in stage:
+            if obj.get("kind") == "CustomResourceDefinition" and str(obj.get("apiVersion", "")).startswith(
+                "apiextensions.k8s.io/"
+            ):
+                spec = obj.get("spec") or {}
+                kind = str((spec.get("names") or {}).get("kind", ""))
+                scopes[(str(spec.get("group", "")), kind)] = spec.get("scope") == "Namespaced"
+    return scopes
+
+
+async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> None:
+    """Namespaced objects without a namespace get the target namespace (spec 6.4 step 12)."""
+    scopes = _crd_scopes(stages)
+    failures = []
+    for obj in (o for stage in stages for o in stage):
+        meta = obj.setdefault("metadata", {})
+        group, _ = split_api_version(str(obj.get("apiVersion", "")))
+        namespaced = scopes.get((group, str(obj.get("kind", ""))))
+        if namespaced is None:
+            try:
+                namespaced = (await mapping_for(cluster.mapper, obj)).namespaced
+            except (NoMatchError, KubeError, ValueError) as exc:
+                failures.append(f"{canonical_name(obj)}: failed to lookup resource mapping: {exc}")
+                continue
+        if namespaced and not meta.get("namespace"):
+            meta["namespace"] = target
+        elif not namespaced:
+            meta.pop("namespace", None)
+    if failures:
+        raise TakeoffError(join_errors("setting target namespace", failures))
+
+
+# ----------------------------------------------------------------------------------------------- apply
+def _changed(stage: list[Object], previous: Mapping[str, Object], reapply_unchanged: bool) -> list[Object]:
+    if reapply_unchanged:
+        return list(stage)
+    return [obj for obj in stage if previous.get(release_identity(obj)) != obj]
+
+
+async def _stage_ready(cluster: Cluster, stage: list[Object]) -> str | None:
+    """None when every object is ready, else the canonical name of the first that is not."""
+    for obj in stage:
+        try:
+            live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
+            if not await is_ready(cluster.kube, live, cluster.readiness):
+                return canonical_name(obj)
+        except (KubeError, NoMatchError, ReadinessError):
+            return canonical_name(obj)
+    return None
+
+
+async def _wait_stage_ready(cluster: Cluster, stage: list[Object]) -> None:
+    deadline = time.monotonic() + STAGE_READY_TIMEOUT
+    while (waiting := await _stage_ready(cluster, stage)) is not None:
+        if time.monotonic() > deadline:
+            raise TakeoffError(
+                "release did not become ready within wait period: to rollback use `yoke descent`: "
+                f"failed to get readiness for {waiting}: 30s timeout reached"
+            )
+        await asyncio.sleep(STAGE_READY_POLL)
+    if any(obj.get("kind") == "CustomResourceDefinition" for obj in stage):
+        await cluster.mapper.refresh(force=True)  # the next stage may use the new kinds
+
+
+async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stages, request: TakeoffRequest) -> None:
+    before = {release_identity(obj): obj for stage in previous for obj in stage}
+    for index, stage in enumerate(result.stages):
+        changed = _changed(stage, before, request.reapply_unchanged)
+        try:
+            await apply_stage(cluster.kube, cluster.mapper, changed, options=ApplyOptions())
+        except ApplyError as exc:
+            raise TakeoffError(str(exc)) from None
+        result.applied += len(changed)
+        result.skipped += len(stage) - len(changed)
+        result.applied_kinds += [object_group_kind(obj) for obj in changed]
+        if index < len(result.stages) - 1:
+            await _wait_stage_ready(cluster, stage)
+
+
+async def _dry_run(cluster: Cluster, stages: Stages) -> None:
+    for stage in stages:
+        try:
+            await apply_all(cluster.kube, cluster.mapper, stage, dry_run=True, options=ApplyOptions())
+        except ApplyError as exc:
+            raise TakeoffError(f"failed to apply resources: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------- takeoff
+async def _prepare(cluster: Cluster, request: TakeoffRequest) -> tuple[Object | None, Stages, float]:
+    stdout, seconds = await _run_flight(cluster, request)
+    try:
+        stages = parse_stages(stdout)
+    except OutputError as exc:
+        if str(exc) == "resource provided is either empty or invalid":
+            raise TakeoffError(f"failed to takeoff: {exc}") from None
+        raise TakeoffError(str(exc)) from None
+    parent, stages = _split_parent(stages, request)
+    return parent, stages, seconds
+
+
+async def takeoff(cluster: Cluster, request: TakeoffRequest) -> TakeoffResult:
+    """Run the flight and bring the release to what it printed; see the module docstring."""
+    parent, stages, seconds = await _prepare(cluster, request)
+    result = TakeoffResult("parent_only", [], parent, request.access.tracker, flight_seconds=seconds)
+    if parent is not None and not any(stages):
+        return result
+    for obj in (o for stage in stages for o in stage):
+        _decorate(obj, request)
+    _check_cross_namespace(stages, request)
+    await _default_namespaces(cluster, stages, request.namespace)
+    stages = [stage for stage in stages if stage] or [[]]
+    result.stages = stages
+    if request.dry_run:
+        await _dry_run(cluster, stages)
+        result.outcome = "dry_run"
+        return result
+    release = await list_release(cluster.kube, request.release, request.namespace)
+    if problem := pinning_error(release, request.source_url, request.module.sha1):
+        raise TakeoffError(problem)
+    previous = await read_stages(cluster.kube, release.active) if release.active else []
+    await _apply_stages(cluster, result, previous, request)
+    if previous == stages:
+        result.outcome = "unchanged"
+        return result
+    await _record(cluster, request, result, previous)
+    return result
+
+
+async def _record(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, previous: Stages) -> None:
+    """Write the revision, prune what the new stages dropped, cap the history."""
+    try:
+        result.revision = await create_revision(
+            cluster.kube,
+            request.release,
+            request.namespace,
+            result.stages,
+            source_url=request.source_url,
+            source_checksum=request.module.sha1,
+        )
+    except KubeError as exc:
+        raise TakeoffError(f"failed to create revision: {exc}") from None
+    try:
+        result.pruned = await prune_release_diff(
+            cluster.kube, cluster.mapper, previous, result.stages, request.prune, request.owner
+        )
+    except (KubeError, TimeoutError, NoMatchError) as exc:
+        raise TakeoffError(f"failed to prune release diff: {exc}") from None
+    if request.history_cap > 0:
+        try:
+            await cap_history(cluster.kube, request.release, request.namespace, request.history_cap)
+        except KubeError as exc:
+            result.warnings.append(
+                f"failed to cap release history after successful takeoff of {request.release}: {exc}"
+            )
+    result.outcome = "applied"

@@ -1,0 +1,238 @@
+"""End-to-end harness: the controller as a subprocess, Airways and instances made from test flights.
+
+``Harness`` is what e2e tests and benchmarks drive: it starts ``atc-controller``
+against the test cluster (logs attached to the report on failure), creates
+Airways whose CRD group is unique to the test (so tests never share a CRD),
+creates and reads instances, waits for conditions, counts API requests from
+kube-apiserver's own metrics, and deletes what it made before the controller
+stops. Imported by tests (``tests`` is on pytest's pythonpath).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from support import ServiceProcess, eventually
+
+from atc.k8s.client import KubeClient, KubeError
+from devcluster.cluster import free_port
+
+Object = dict[str, Any]
+AIRWAYS = "/apis/yoke.cd/v1alpha1/airways"
+SCHEMA = {
+    "openAPIV3Schema": {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        # without this the API server prunes what flights put in status besides conditions
+        "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    }
+}
+
+
+@dataclass(frozen=True)
+class AirwayRef:
+    """An Airway made by the harness and the CRD it serves."""
+
+    name: str
+    group: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1"
+
+    def collection(self, namespace: str) -> str:
+        scope = f"/namespaces/{namespace}" if self.namespaced else ""
+        return f"/apis/{self.group}/v1{scope}/{self.plural}"
+
+    def path(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{name}"
+
+
+@dataclass
+class Controller:
+    process: ServiceProcess
+    health_port: int
+    metrics_port: int
+
+
+@dataclass
+class Harness:
+    kube: KubeClient
+    namespace: str
+    kubeconfig: Path
+    cache_dir: Path
+    build_flight: Callable[[str], Path]
+    run_service: Callable[..., ServiceProcess]
+    airways: list[AirwayRef] = field(default_factory=list)
+
+    # ------------------------------------------------------------------------------------ controller
+    async def start_controller(self, name: str = "atc-controller", **env: str) -> Controller:
+        """Start the controller and wait until its /readyz passes (CRDs installed, caches synced if leading)."""
+        controller = self.spawn_controller(name, **env)
+
+        async def ready() -> bool:
+            if controller.process.proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {controller.process.proc.returncode}")
+            try:
+                url = f"http://127.0.0.1:{controller.health_port}/readyz"
+                async with aiohttp.ClientSession() as session, session.get(url) as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, timeout=60, what=f"{name} /readyz")
+        return controller
+
+    def spawn_controller(self, name: str = "atc-controller", **env: str) -> Controller:
+        health, metrics = free_port(), free_port()
+        settings = {
+            "CACHE_FS": str(self.cache_dir),
+            "SVC_NAMESPACE": self.namespace,
+            "HEALTH_PORT": str(health),
+            "METRICS_PORT": str(metrics),
+            "LOG_FORMAT": "text",
+            "CONCURRENCY": "2",
+            "LEASE_DURATION_SECONDS": "6",
+            "RENEW_DEADLINE_SECONDS": "4",
+            "RETRY_PERIOD_SECONDS": "1",
+            **env,
+        }
+        process = self.run_service(name, [sys.executable, "-m", "atc_controller"], settings)
+        return Controller(process, health, metrics)
+
+    # ------------------------------------------------------------------------------------ airways
+    async def create_airway(
+        self, flight: str, *, kind: str = "Backend", namespaced: bool = True, **spec: Any
+    ) -> AirwayRef:
+        group = f"t{secrets.token_hex(4)}.examples.com"
+        ref = AirwayRef(f"{kind.lower()}s.{group}", group, kind, f"{kind.lower()}s", namespaced)
+        wasm_urls = {"flight": str(self.build_flight(flight)), **spec.pop("wasmUrls", {})}
+        template = {
+            "group": group,
+            "names": {"kind": kind, "plural": ref.plural, "singular": kind.lower()},
+            "scope": "Namespaced" if namespaced else "Cluster",
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": SCHEMA}],
+        }
+        body = {
+            "apiVersion": "yoke.cd/v1alpha1",
+            "kind": "Airway",
+            "metadata": {"name": ref.name},
+            "spec": {"wasmUrls": wasm_urls, "template": template, **spec},
+        }
+        await self.kube.request("POST", AIRWAYS, body=body)
+        self.airways.append(ref)
+        return ref
+
+    async def airway(self, ref: AirwayRef) -> Object:
+        return await self.kube.get(f"{AIRWAYS}/{ref.name}")
+
+    async def wait_airway_ready(self, ref: AirwayRef, timeout: float = 90) -> Object:
+        async def ready() -> Object | None:
+            airway = await self.airway(ref)
+            return airway if condition(airway, "Ready", "True") else None
+
+        return await eventually(ready, timeout=timeout, what=f"Airway {ref.name} Ready")
+
+    # ------------------------------------------------------------------------------------ instances
+    async def create_instance(self, ref: AirwayRef, name: str, spec: Object, **metadata: Any) -> Object:
+        body = {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "metadata": {"name": name, **({"namespace": self.namespace} if ref.namespaced else {}), **metadata},
+            "spec": spec,
+        }
+        return await self.kube.request("POST", ref.collection(self.namespace), body=body)
+
+    async def instance(self, ref: AirwayRef, name: str) -> Object:
+        return await self.kube.get(ref.path(self.namespace, name))
+
+    async def patch_instance(self, ref: AirwayRef, name: str, patch: Object) -> Object:
+        path = ref.path(self.namespace, name)
+        return await self.kube.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    async def wait_condition(
+        self, ref: AirwayRef, name: str, status: str, reason: str = "", *, message: str = "", timeout: float = 60
+    ) -> Object:
+        async def reached() -> Object | None:
+            instance = await self.instance(ref, name)
+            found = condition(instance, "Ready", status, reason)
+            return instance if found and message in found.get("message", "") else None
+
+        what = f"{ref.kind} {name} Ready={status} {reason} {message}".strip()
+        return await eventually(reached, timeout=timeout, what=what)
+
+    async def revisions(self, release_namespace: str | None = None) -> list[Object]:
+        namespace = release_namespace or self.namespace
+        listing = await self.kube.get(
+            f"/api/v1/namespaces/{namespace}/secrets", query={"labelSelector": "internal.yoke/kind=revision"}
+        )
+        items: list[Object] = listing["items"]
+        return items
+
+    async def wait_event(self, name: str, reason: str, timeout: float = 30) -> Object:
+        async def recorded() -> Object | None:
+            return next((e for e in await self.events(name) if e["reason"] == reason), None)
+
+        return await eventually(recorded, timeout=timeout, what=f"Event {reason} about {name}")
+
+    async def events(self, name: str, namespace: str | None = None) -> list[Object]:
+        listing = await self.kube.get(
+            f"/api/v1/namespaces/{namespace or self.namespace}/events",
+            query={"fieldSelector": f"involvedObject.name={name}"},
+        )
+        items: list[Object] = listing["items"]
+        return items
+
+    async def gone(self, path: str, timeout: float = 90) -> None:
+        async def missing() -> bool:
+            try:
+                await self.kube.get(path)
+            except KubeError as exc:
+                return exc.not_found
+            return False
+
+        await eventually(missing, timeout=timeout, what=f"{path} deleted")
+
+    # ------------------------------------------------------------------------------------ counting
+    async def apiserver_requests(self, verb: str, resource: str) -> float:
+        """kube-apiserver's own count of requests (all namespaces) with this verb on this resource."""
+        text = await self.kube.get_text("/metrics")
+        total = 0.0
+        pattern = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+        wanted = (f'verb="{verb}"', f'resource="{resource}"')
+        for line in text.splitlines():
+            match = pattern.match(line)
+            if match and all(label in match["labels"] for label in wanted) and 'dry_run="All"' not in match["labels"]:
+                total += float(match["value"])
+        return total
+
+    # ------------------------------------------------------------------------------------ cleanup
+    async def delete_airways(self) -> None:
+        """Delete every Airway this harness made and wait until each is gone (the controller must run)."""
+        for ref in self.airways:
+            try:
+                await self.kube.request("DELETE", f"{AIRWAYS}/{ref.name}")
+            except KubeError as exc:
+                if not exc.not_found:
+                    raise
+        await asyncio.gather(*(self.gone(f"{AIRWAYS}/{ref.name}", timeout=120) for ref in self.airways))
+        self.airways.clear()
+
+
+def condition(obj: Object, kind: str, status: str, reason: str = "") -> Object | None:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind and item.get("status") == status and (not reason or item.get("reason") == reason):
+            found: Object = item
+            return found
+    return None
