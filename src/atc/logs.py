@@ -17,8 +17,13 @@ from typing import Any
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+# ``name`` is reserved on LogRecord (the logger's name), so callers pass the object's name as
+# ``objectName``; the output shows it as ``name``, next to ``namespace`` and ``controller``.
+_RENAMED = {"objectName": "name"}
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+    return {_RENAMED.get(k, k): v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
 
 
 class JsonFormatter(logging.Formatter):

@@ -48,6 +48,46 @@ async def test_airway_becomes_ready_and_serves_its_crd(harness: Harness) -> None
     assert crd["metadata"]["ownerReferences"][0]["kind"] == "Airway"
 
 
+async def test_broken_airways_report_why_and_recover(harness: Harness) -> None:
+    await harness.start_controller()
+    unreachable = await harness.create_airway("basic", wasmUrls={"flight": "http://127.0.0.1:9/missing.wasm"})
+    bad_template = await harness.create_airway("basic")
+    patch = {
+        "spec": {
+            "template": {
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "properties": {"status": {"type": "string"}}}},
+                    }
+                ]
+            }
+        }
+    }
+    await harness.kube.request(
+        "PATCH",
+        f"/apis/yoke.cd/v1alpha1/airways/{bad_template.name}",
+        body=patch,
+        content_type="application/merge-patch+json",
+    )
+
+    async def error_of(ref: AirwayRef) -> str:
+        found = condition(await harness.airway(ref), "Ready", "False", "Error")
+        return str(found["message"]) if found else ""
+
+    from support import eventually
+
+    message = await eventually(lambda: error_of(unreachable), what="unreachable module reported")
+    assert message.startswith("failed to setup cache: failed to warm cache: failed to load remote wasm")
+    message = await eventually(lambda: error_of(bad_template), what="broken template reported")
+    assert message == 'invalid airway: status must be an object but got type: "string"'
+    good = await ready_airway(harness, "basic")  # the controller kept working
+    await harness.create_instance(good, "z", {"replicas": 1})
+    await harness.wait_condition(good, "z", "True", "Ready")
+
+
 async def test_instance_children_carry_yokes_metadata_and_the_revision_matches(harness: Harness) -> None:
     await harness.start_controller()
     ref = await ready_airway(harness, "basic")
