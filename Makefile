@@ -56,6 +56,11 @@ test: $(STAMP) binaries lint
 
 .PHONY: demo
 demo: cluster-up
+	$(DEVCLUSTER) demo
+
+.PHONY: demo-down
+demo-down:
+	@if [ -x $(PY) ]; then $(DEVCLUSTER) demo-down; fi
 
 .PHONY: lock
 lock: $(STAMP)

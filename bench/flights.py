@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import wasmtime
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
+from benchlib import percentiles, write_results  # noqa: E402
+
 import flightbuild  # noqa: E402
 from atc.flight.invocation import flight_invocation  # noqa: E402
 from atc.wasm.cache import ModuleCache  # noqa: E402
@@ -36,22 +37,6 @@ from atc.wasm.engine import FlightEngine  # noqa: E402
 from atc.wasm.runner import FlightError, Invocation, run_flight  # noqa: E402
 
 TRIVIAL_WAT = '(module (memory (export "memory") 1) (func (export "_start")))'
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-    return {
-        "n": len(ordered),
-        "min": ordered[0],
-        "p50": statistics.median(ordered),
-        "p90": pick(0.9),
-        "p99": pick(0.99),
-        "max": ordered[-1],
-    }
 
 
 def timed(action: Callable[[], object], rounds: int) -> list[float]:
@@ -243,10 +228,7 @@ def main() -> int:
     results["peak_rss_mib"] = rss_mib()
     print(f"{'peak RSS of this process':44} {results['peak_rss_mib']:.0f} MiB")
     engine.close()
-    out = REPO / ".local" / "bench" / "flights.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {out}")
+    write_results("flights", results, print_values=False)
     return 0
 
 

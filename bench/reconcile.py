@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +31,13 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
+from benchlib import control_plane, write_results  # noqa: E402
+
 import flightbuild  # noqa: E402
 from atc.k8s.client import KubeClient  # noqa: E402
-from devcluster.cluster import Cluster, free_port, running_state  # noqa: E402
+from devcluster.cluster import free_port  # noqa: E402
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
-
-
-@contextlib.contextmanager
-def control_plane(work: Path) -> Iterator[str]:
-    """A kubeconfig path: the running ``make cluster-up`` cluster, or a temporary one."""
-    if os.environ.get("DEVCLUSTER_REUSE") == "1":
-        state = running_state(REPO / ".local" / "cluster")
-        if state is None:
-            raise SystemExit("DEVCLUSTER_REUSE=1 but no cluster is running (make cluster-up)")
-        yield state.kubeconfig
-        return
-    cluster = Cluster(work / "cluster", tie_to_parent=True)
-    try:
-        yield cluster.start().kubeconfig
-    finally:
-        cluster.stop()
 
 
 @contextlib.asynccontextmanager
@@ -227,14 +212,9 @@ def main() -> int:
     parser.add_argument("--resync", type=int, default=30, help="controller resync period, seconds")
     parser.add_argument("--deadline", type=float, default=600)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, control_plane(Path(tmp)) as kubeconfig:
-        result = asyncio.run(bench(kubeconfig, Path(tmp), args))
-    for key, value in result.items():
-        print(f"{key:28} {value}")
-    out = REPO / ".local" / "bench" / "reconcile.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {out}")
+    with tempfile.TemporaryDirectory() as tmp, control_plane(Path(tmp)) as state:
+        result = asyncio.run(bench(state.kubeconfig, Path(tmp), args))
+    write_results("reconcile", result, width=28)
     return 0
 
 

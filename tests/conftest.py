@@ -117,6 +117,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture
 async def harness(
+    cluster: ClusterState,
     kubeconfig: Path,
     namespace: str,
     module_cache_dir: Path,
@@ -125,6 +126,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     """Drives the controller end to end; deletes its Airways before the controller stops."""
     async with await KubeClient.connect(str(kubeconfig)) as kube:
-        harness = Harness(kube, namespace, kubeconfig, module_cache_dir, build_flight, run_service)
+        pki = Path(cluster.runtime_dir) / "pki"
+        harness = Harness(kube, namespace, kubeconfig, module_cache_dir, build_flight, run_service, pki)
         yield harness
-        await harness.delete_airways()
+        await harness.clean_up()

@@ -11,8 +11,11 @@ stops. Imported by tests (``tests`` is on pytest's pythonpath).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import secrets
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +25,12 @@ from typing import Any
 import aiohttp
 from support import ServiceProcess, eventually
 
+from atc.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.client import KubeClient, KubeError
 from devcluster.cluster import free_port
+from devcluster.pki import CertificateAuthority
 
 Object = dict[str, Any]
-AIRWAYS = "/apis/yoke.cd/v1alpha1/airways"
 SCHEMA = {
     "openAPIV3Schema": {
         "type": "object",
@@ -67,6 +71,38 @@ class Controller:
 
 
 @dataclass
+class Webhook:
+    process: ServiceProcess
+    port: int
+    tls_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
+    async def readyz(self) -> int | None:
+        """The status of ``/readyz``, None while the server does not answer yet; raises once the process exited."""
+        if self.process.proc.poll() is not None:
+            raise AssertionError(f"atc-webhook exited with {self.process.proc.returncode}")
+        if not self.ca_cert.is_file():
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"{self.url}/readyz", ssl=context) as answer:
+                return answer.status
+        except (aiohttp.ClientError, ssl.SSLError):
+            return None
+
+
+SVC_NAME = "atc"
+STATIC_WEBHOOKS = ("atc-airway", "atc-flight", "atc-resources")
+
+
+@dataclass
 class Harness:
     kube: KubeClient
     namespace: str
@@ -74,7 +110,10 @@ class Harness:
     cache_dir: Path
     build_flight: Callable[[str], Path]
     run_service: Callable[..., ServiceProcess]
+    pki_dir: Path
     airways: list[AirwayRef] = field(default_factory=list)
+    webhook: Webhook | None = None
+    cleanups: list[str] = field(default_factory=list)  # API paths to delete at the end
 
     # ------------------------------------------------------------------------------------ controller
     async def start_controller(self, name: str = "atc-controller", **env: str) -> Controller:
@@ -110,6 +149,143 @@ class Harness:
         }
         process = self.run_service(name, [sys.executable, "-m", "atc_controller"], settings)
         return Controller(process, health, metrics)
+
+    async def start_atc(
+        self, *, webhook_env: dict[str, str] | None = None, **controller_env: str
+    ) -> tuple[Controller, Webhook]:
+        """Both services, wired like in a cluster: the webhook registered with the API server (TLS, url
+        clientConfig), the controller running as the ``atc-service-account`` ServiceAccount that the
+        webhooks' match conditions leave out."""
+        webhook = await self.start_webhook(**(webhook_env or {}))
+        kubeconfig = await self.service_account_kubeconfig(f"{SVC_NAME}-service-account")
+        controller = await self.start_controller(
+            KUBE=str(kubeconfig),
+            SVC_NAME=SVC_NAME,
+            TLS_CA_CERT=str(webhook.ca_cert),
+            WEBHOOK_URL=webhook.url,
+            **controller_env,
+        )
+        return controller, webhook
+
+    async def start_webhook(self, name: str = "atc-webhook", **env: str) -> Webhook:
+        port = free_port()
+        tls_dir = self.cache_dir.parent / f"tls-{self.namespace}-{port}"
+        settings = {
+            "PORT": str(port),
+            "ADDRESS": "127.0.0.1",
+            "TLS_GENERATE_DIR": str(tls_dir),
+            "TLS_CA_CERT": str(tls_dir / "ca.crt"),
+            "TLS_SERVER_CERT": str(tls_dir / "server.crt"),
+            "TLS_SERVER_KEY": str(tls_dir / "server.key"),
+            "REGISTER_WEBHOOKS": "true",
+            "WEBHOOK_URL": f"https://127.0.0.1:{port}",
+            "SVC_NAMESPACE": self.namespace,
+            "SVC_NAME": SVC_NAME,
+            "CACHE_FS": str(self.cache_dir),
+            "LOG_FORMAT": "text",
+            **env,
+        }
+        process = self.run_service(name, [sys.executable, "-m", "atc_webhook"], settings)
+        webhook = Webhook(process, port, tls_dir)
+        self.webhook = webhook
+        await self.wait_webhook_ready(webhook)
+        return webhook
+
+    async def wait_webhook_ready(self, webhook: Webhook) -> None:
+        async def ready() -> bool:
+            return await webhook.readyz() == 200
+
+        await eventually(ready, timeout=60, what="webhook /readyz")
+
+    async def service_account_kubeconfig(self, account: str) -> Path:
+        """A kubeconfig that authenticates as ServiceAccount ``account`` (bound to cluster-admin)."""
+        namespace = self.namespace
+        await self.kube.request(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": account}}
+        )
+        binding = f"{namespace}-{account}"
+        await self.kube.request(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            body={
+                "metadata": {"name": binding},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            },
+        )
+        self.cleanups.append(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}")
+        token = await self.kube.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 7200},
+            },
+        )
+        admin = json.loads(self.kubeconfig.read_text())
+        config = {
+            **admin,
+            "users": [{"name": account, "user": {"token": token["status"]["token"]}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
+        }
+        path = self.cache_dir.parent / f"kubeconfig-{namespace}-{account}"
+        path.write_text(json.dumps(config))
+        return path
+
+    async def user_kubeconfig(self, user: str, *, can_write: AirwayRef) -> Path:
+        """A kubeconfig for a plain user (client certificate from the cluster CA) who may create and read
+        instances of ``can_write`` in the test namespace, and nothing else."""
+        ca = CertificateAuthority.load((self.pki_dir / "ca.crt").read_bytes(), (self.pki_dir / "ca.key").read_bytes())
+        client = ca.issue_client(user)
+        role = {
+            "metadata": {"name": f"{user}-instances"},
+            "rules": [
+                {"apiGroups": [can_write.group], "resources": [can_write.plural], "verbs": ["create", "get", "list"]}
+            ],
+        }
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.namespace}"
+        await self.kube.request("POST", f"{rbac}/roles", body=role)
+        binding = {
+            "metadata": {"name": f"{user}-instances"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{user}-instances"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+        await self.kube.request("POST", f"{rbac}/rolebindings", body=binding)
+        admin = json.loads(self.kubeconfig.read_text())
+        config = {
+            **admin,
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": _b64(client.cert_pem),
+                        "client-key-data": _b64(client.key_pem),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        }
+        path = self.cache_dir.parent / f"kubeconfig-{self.namespace}-{user}"
+        path.write_text(json.dumps(config))
+        return path
+
+    async def create_gadget_airway(self, flight: str, converter: str) -> AirwayRef:
+        """An Airway for ``Gadget`` with versions v1 (storage) and v2, converted by ``converter``."""
+        group = f"t{secrets.token_hex(4)}.convert.test"
+        ref = AirwayRef(f"gadgets.{group}", group, "Gadget", "gadgets")
+        versions = [{"name": name, "served": True, "storage": name == "v1", "schema": SCHEMA} for name in ("v1", "v2")]
+        template = {
+            "group": group,
+            "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+            "scope": "Namespaced",
+            "versions": versions,
+        }
+        spec = {"wasmUrls": {"flight": str(self.build_flight(flight)), "converter": converter}, "template": template}
+        body = {"apiVersion": "yoke.cd/v1alpha1", "kind": "Airway", "metadata": {"name": ref.name}, "spec": spec}
+        await self.kube.request("POST", AIRWAYS, body=body)
+        self.airways.append(ref)
+        return ref
 
     # ------------------------------------------------------------------------------------ airways
     async def create_airway(
@@ -228,6 +404,25 @@ class Harness:
                     raise
         await asyncio.gather(*(self.gone(f"{AIRWAYS}/{ref.name}", timeout=120) for ref in self.airways))
         self.airways.clear()
+
+    async def clean_up(self) -> None:
+        """Airways first (the services must still run), then registrations and RBAC made for the test."""
+        await self.delete_airways()
+        paths = list(self.cleanups)
+        if self.webhook is not None:  # registrations are never removed by the webhook itself
+            paths += [
+                f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{n}" for n in STATIC_WEBHOOKS
+            ]
+        for path in paths:
+            try:
+                await self.kube.request("DELETE", path)
+            except KubeError as exc:
+                if not exc.not_found:
+                    raise
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def condition(obj: Object, kind: str, status: str, reason: str = "") -> Object | None:

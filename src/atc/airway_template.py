@@ -22,7 +22,6 @@ Two deliberate differences from yoke:
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 from typing import Any
@@ -170,25 +169,15 @@ def storage_version(template: JSON) -> str:
     return name
 
 
-def conversion_webhook(
-    airway_name: str, svc_name: str, svc_namespace: str, svc_port: int, ca_bundle_pem: bytes
-) -> JSON:
-    """The CRD ``conversion`` stanza sending conversions to ``/crdconvert/<airway name>`` on the ATC service."""
-    return {
-        "strategy": "Webhook",
-        "webhook": {
-            "clientConfig": {
-                "service": {
-                    "namespace": svc_namespace,
-                    "name": svc_name,
-                    "path": f"/crdconvert/{airway_name}",
-                    "port": svc_port,
-                },
-                "caBundle": base64.b64encode(ca_bundle_pem).decode("ascii"),
-            },
-            "conversionReviewVersions": ["v1"],
-        },
-    }
+def conversion_path(airway_name: str) -> str:
+    """Where an Airway's CRD conversions are served: ``/crdconvert/<airway name>``."""
+    return f"/crdconvert/{airway_name}"
+
+
+def conversion_webhook(client_config: JSON) -> JSON:
+    """The CRD ``conversion`` stanza sending conversions to the webhook at ``client_config``
+    (built with ``atc.webhooks.webhook_client_config`` for ``conversion_path(airway)``)."""
+    return {"strategy": "Webhook", "webhook": {"clientConfig": client_config, "conversionReviewVersions": ["v1"]}}
 
 
 def airway_crd(airway: JSON, template: JSON) -> JSON:

@@ -24,6 +24,7 @@ from atc.k8s.client import KubeClient, KubeError
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+AIRWAYS_PATH = "/apis/yoke.cd/v1alpha1/airways"
 VERSION = "v1alpha1"
 POLL_INTERVAL = 1.0
 

@@ -168,5 +168,17 @@ class CommonSettings(SettingsBase):
     svc_name: str = Field("atc", description="name of the Service the apiserver calls the webhook through")
     svc_namespace: str = Field("atc", description="namespace of that Service (and of the services' ServiceAccounts)")
     svc_port: int = Field(443, ge=1, le=65535, description="port of that Service")
+    webhook_url: str = Field(
+        "",
+        description="base URL the API server calls the webhook at (e.g. https://127.0.0.1:8443) in webhook "
+        "configurations, for local and test runs; empty means through the Service (SVC_NAMESPACE/SVC_NAME:SVC_PORT)",
+    )
     flight_stdout_limit_mib: int = Field(16, ge=1, le=1024, description="largest flight output accepted, in MiB")
     yoke_version: str = Field(DEFAULT_YOKE_VERSION, description="YOKE_VERSION that flights see")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (the API server only calls webhooks over TLS)")
+        return value

@@ -9,8 +9,13 @@ yoke's format, prunes what disappeared and caps the history.
 Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
 - a child whose desired state equals the one in the active revision is not
   sent again, and an unchanged release writes no revision, unless the
-  caller asks for drift repair (``reapply_unchanged``);
-- a flight that outputs only its parent leaves the release untouched.
+  caller asks for drift repair (``reapply_unchanged``) or names children
+  that someone else changed (``reapply_refs``, dynamic mode);
+- a flight that outputs only its parent leaves the release untouched;
+- a child the flight looked up is applied with the resourceVersion the
+  lookup saw as a precondition, so output computed from data that changed
+  meanwhile is refused by the API server (``StaleLookupError``) instead of
+  overwriting the newer data; the caller runs the flight again.
 
 ``dry_run`` (admission) stops after a dry-run apply of every stage. Callers:
 the instance and Flight reconcilers, and the admission webhook.
@@ -33,7 +38,7 @@ from atc.k8s.apply import ApplyError, ApplyOptions, apply_all, apply_stage, mapp
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapper
 from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
-from atc.k8s.refs import canonical_name, object_group_kind, release_identity, split_api_version
+from atc.k8s.refs import canonical_name, object_group_kind, release_identity, resource_ref, split_api_version
 from atc.prune import PruneOptions, prune_release_diff
 from atc.releases import Revision, cap_history, create_revision, list_release, pinning_error, read_stages
 from atc.wasm.access import ClusterAccess, LookupTracker
@@ -54,6 +59,10 @@ class TakeoffError(Exception):
         super().__init__(message)
         self.parent = parent
         self.terminal = terminal
+
+
+class StaleLookupError(TakeoffError):
+    """A child changed between the flight's lookup of it and the apply; run the flight again."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class TakeoffRequest:
     is_parent: Callable[[Object], bool] | None = None
     dry_run: bool = False
     reapply_unchanged: bool = False
+    reapply_refs: frozenset[str] = frozenset()  # resource refs to send even if unchanged (children edited by others)
 
     @property
     def owner_release(self) -> str:
@@ -226,10 +236,12 @@ async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> 
 
 
 # ----------------------------------------------------------------------------------------------- apply
-def _changed(stage: list[Object], previous: Mapping[str, Object], reapply_unchanged: bool) -> list[Object]:
-    if reapply_unchanged:
+def _changed(stage: list[Object], previous: Mapping[str, Object], request: TakeoffRequest) -> list[Object]:
+    if request.reapply_unchanged:
         return list(stage)
-    return [obj for obj in stage if previous.get(release_identity(obj)) != obj]
+    return [
+        obj for obj in stage if previous.get(release_identity(obj)) != obj or resource_ref(obj) in request.reapply_refs
+    ]
 
 
 async def _stage_ready(cluster: Cluster, stage: list[Object]) -> str | None:
@@ -257,13 +269,28 @@ async def _wait_stage_ready(cluster: Cluster, stage: list[Object]) -> None:
         await cluster.mapper.refresh(force=True)  # the next stage may use the new kinds
 
 
+def _fenced(objects: list[Object], seen: Mapping[str, str]) -> list[Object]:
+    """Copies of ``objects`` where each looked-up child carries the resourceVersion the flight saw."""
+    fenced = []
+    for obj in objects:
+        version = seen.get(resource_ref(obj))
+        if version:
+            obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
+        fenced.append(obj)
+    return fenced
+
+
 async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stages, request: TakeoffRequest) -> None:
     before = {release_identity(obj): obj for stage in previous for obj in stage}
+    seen = request.access.tracker.versions
     for index, stage in enumerate(result.stages):
-        changed = _changed(stage, before, request.reapply_unchanged)
+        changed = _changed(stage, before, request)
         try:
-            await apply_stage(cluster.kube, cluster.mapper, changed, options=ApplyOptions())
+            await apply_stage(cluster.kube, cluster.mapper, _fenced(changed, seen), options=ApplyOptions())
         except ApplyError as exc:
+            stale = [canonical_name(obj) for obj in exc.conflicts if resource_ref(obj) in seen]
+            if stale:
+                raise StaleLookupError(f"{', '.join(stale)} changed after the flight looked it up") from None
             raise TakeoffError(str(exc)) from None
         result.applied += len(changed)
         result.skipped += len(stage) - len(changed)

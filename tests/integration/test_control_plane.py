@@ -176,6 +176,30 @@ async def test_job_completes(kube: client.ApiClient, namespace: str) -> None:
     assert (await batch.read_namespaced_job_status("once", namespace)).status.succeeded == 1
 
 
+async def test_job_whose_pod_is_annotated_to_fail_fails(kube: client.ApiClient, namespace: str) -> None:
+    batch = client.BatchV1Api(kube)
+    job = client.V1Job(
+        metadata=client.V1ObjectMeta(name="doomed"),
+        spec=client.V1JobSpec(
+            backoff_limit=0,
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(annotations={"kwok.test/fail": "true"}),
+                spec=client.V1PodSpec(
+                    restart_policy="Never", containers=[client.V1Container(name="run", image="busybox")]
+                ),
+            ),
+        ),
+    )
+    await batch.create_namespaced_job(namespace, job)
+
+    async def failed() -> bool:
+        status = (await batch.read_namespaced_job_status("doomed", namespace)).status
+        return any(c.type == "Failed" and c.status == "True" for c in status.conditions or [])
+
+    await eventually(failed, timeout=90, what="Job Failed")
+    assert (await batch.read_namespaced_job_status("doomed", namespace)).status.succeeded in (None, 0)
+
+
 class _DenyingWebhook(BaseHTTPRequestHandler):
     """Answers every AdmissionReview with a denial that quotes the object's name."""
 

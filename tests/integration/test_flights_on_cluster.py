@@ -3,12 +3,15 @@
 Covers the host ABI end to end (spec 10.4, 10.5): an owned Secret is found,
 an unowned one is forbidden with yoke's message, a matcher grants access, a
 missing one is state 3, and without cluster access the state is 1; REST
-mapping finds built-in kinds and kinds of a CRD created a moment ago.
+mapping finds built-in kinds and kinds of a CRD created a moment ago; a
+takeoff whose flight looked up data that changed before the apply is refused
+by the resourceVersion precondition and applies nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import secrets
@@ -23,9 +26,11 @@ from support import eventually
 from atc.flight.invocation import flight_invocation
 from atc.flight.output import parse_stages
 from atc.k8s.client import KubeClient
-from atc.k8s.discovery import RestMapper
+from atc.k8s.discovery import RestMapper, RestMapping
 from atc.k8s.gateway import LoopGateway
-from atc.wasm.access import FORBIDDEN_OUTSIDE_RELEASE, ClusterAccess
+from atc.releases import list_release
+from atc.takeoff import Cluster, StaleLookupError, TakeoffRequest, takeoff
+from atc.wasm.access import FORBIDDEN_OUTSIDE_RELEASE, ClusterAccess, ClusterGateway
 from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.engine import FlightEngine
 from atc.wasm.runner import RunResult, run_flight_async
@@ -209,3 +214,66 @@ async def create_crd(kube: KubeClient, name: str, group: str, kind: str, plural:
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     await eventually(established, what=f"CRD {name} Established")
+
+
+@dataclass
+class StaleGateway:
+    """A gateway whose lookups answer with a snapshot taken earlier: the flight sees data that changed since."""
+
+    real: LoopGateway
+    snapshot: dict[str, Any]
+
+    def rest_mapping(self, group: str, kind: str, version: str) -> RestMapping:
+        return self.real.rest_mapping(group, kind, version)
+
+    def get(self, mapping: RestMapping, namespace: str, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(json.dumps(self.snapshot))
+        return answer
+
+
+async def test_output_computed_from_a_lookup_that_changed_since_is_refused_not_applied(
+    engine: FlightEngine,
+    kube_client: KubeClient,
+    namespace: str,
+    module_cache_dir: Path,
+    build_flight: Callable[[str], Path],
+) -> None:
+    module = await load(engine, module_cache_dir, build_flight("backend"))
+    cluster = Cluster(kube_client, RestMapper(kube_client), engine)
+    instance = {"apiVersion": "examples.com/v1", "kind": "Backend", "metadata": {"name": "b1", "namespace": namespace}}
+    secret_path = f"/api/v1/namespaces/{namespace}/secrets/b1-secret"
+    deployment_path = f"/apis/apps/v1/namespaces/{namespace}/deployments/b1"
+
+    async def fly(gateway: ClusterGateway) -> None:
+        request = TakeoffRequest(
+            release=RELEASE,
+            namespace=namespace,
+            module=module,
+            source_url="file://backend.wasm",
+            stdin=json.dumps({**instance, "spec": {"secretData": {"password": "first"}}}).encode(),
+            access=ClusterAccess(True, RELEASE, namespace, (), gateway),
+            is_parent=lambda obj: obj.get("kind") == "Backend",
+        )
+        await takeoff(cluster, request)
+
+    async def deployed_hash() -> str:
+        deployment = await kube_client.get(deployment_path)
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])
+
+    await fly(await gateway_for(kube_client))
+    snapshot = await kube_client.get(secret_path)  # what the next lookup will see
+    await kube_client.request(
+        "PATCH",
+        secret_path,
+        body={"stringData": {"password": "second"}},
+        content_type="application/merge-patch+json",
+    )
+    with pytest.raises(StaleLookupError, match=r"core/v1/secret/b1-secret changed after the flight looked it up"):
+        await fly(StaleGateway(await gateway_for(kube_client), snapshot))
+    live = await kube_client.get(secret_path)
+    assert base64.b64decode(live["data"]["password"]) == b"second"  # the newer data survives
+    assert await deployed_hash() == expected_hash({"password": "first"})  # nothing of the stale run was applied
+    assert len((await list_release(kube_client, RELEASE, namespace)).history) == 1
+
+    await fly(await gateway_for(kube_client))  # a fresh run converges on the newer data
+    assert await deployed_hash() == expected_hash({"password": "second"})

@@ -24,8 +24,8 @@ import pytest
 from support import eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient
+from atc.k8s.reflector import EventType, Reflector
 from atc_controller.core.leader import LeaderElector, LeadershipLostError, micro_time
-from atc_controller.core.reflector import EventType, Reflector
 from atc_controller.metrics import REGISTRY
 
 pytestmark = pytest.mark.cluster

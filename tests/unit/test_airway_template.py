@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,12 +13,14 @@ from atc.airway_template import (
     InvalidAirwayError,
     airway_crd,
     conditions_schema,
+    conversion_path,
     conversion_webhook,
     mutate_template,
     schema_mismatch,
     storage_version,
 )
 from atc.crds import airway_schema, flight_schema
+from atc.webhooks import webhook_client_config
 
 JSON = dict[str, Any]
 
@@ -205,7 +208,9 @@ def test_storage_version_is_the_last_flagged_one() -> None:
 
 def test_conversion_webhook_points_at_crdconvert() -> None:
     pem = b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"
-    assert conversion_webhook("backends.examples.com", "atc", "atc", 443, pem) == {
+    target = SimpleNamespace(webhook_url="", svc_name="atc", svc_namespace="atc", svc_port=443, tls_ca_cert="")
+    client = webhook_client_config(target, conversion_path("backends.examples.com"), ca_bundle=pem)
+    assert conversion_webhook(client) == {
         "strategy": "Webhook",
         "webhook": {
             "clientConfig": {
@@ -220,6 +225,11 @@ def test_conversion_webhook_points_at_crdconvert() -> None:
             "conversionReviewVersions": ["v1"],
         },
     }
+    local = SimpleNamespace(
+        webhook_url="https://127.0.0.1:8443", svc_name="", svc_namespace="", svc_port=443, tls_ca_cert=""
+    )
+    url_client = webhook_client_config(local, conversion_path("a.b"), ca_bundle=pem)
+    assert url_client["url"] == "https://127.0.0.1:8443/crdconvert/a.b"
 
 
 def test_airway_crd_is_named_after_and_owned_by_the_airway() -> None:

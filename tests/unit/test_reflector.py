@@ -15,7 +15,7 @@ import pytest
 from fakes import FakeClock, settle
 
 from atc.k8s.client import KubeClient, KubeError
-from atc_controller.core.reflector import EventType, Reflector, RetryBackoff, changed_beyond_status
+from atc.k8s.reflector import EventType, Reflector, RetryBackoff, changed_beyond_status
 
 JSON = dict[str, Any]
 PATH = "/api/v1/namespaces/ns/configmaps"
@@ -59,7 +59,12 @@ class FakeKube(KubeClient):
         return {"apiVersion": "v1", "kind": "ConfigMapList", "metadata": metadata, "items": page}
 
     async def watch(
-        self, path: str, *, query: Mapping[str, str] | None = None, timeout_seconds: int = 300
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout_seconds: int = 300,
+        accept: str = "application/json",
     ) -> AsyncIterator[JSON]:
         self.watch_queries.append(dict(query or {}))
         while True:

@@ -208,3 +208,18 @@ async def test_event_loop_keeps_serving_while_a_flight_runs(engine: FlightEngine
         await run_flight_async(engine, prepare(engine, SPIN), Invocation(timeout=0.5))
     counting.cancel()
     assert ticks >= 20  # the loop ran about every 10 ms while the guest spun on a worker thread
+
+
+def test_epoch_advances_only_while_a_flight_runs() -> None:
+    engine = FlightEngine(workers=1)
+    try:
+        time.sleep(0.2)
+        assert engine.ticks == 0  # an idle engine never wakes up (it would take the GIL 100 times a second)
+        with pytest.raises(FlightError, match="execution timeout"):
+            run_flight(engine, prepare(engine, SPIN), Invocation(timeout=0.2))
+        after_run = engine.ticks
+        assert after_run >= 10  # about one tick every 10 ms during the 200 ms run
+        time.sleep(0.2)
+        assert engine.ticks == after_run
+    finally:
+        engine.close()

@@ -1,4 +1,4 @@
-"""Command line for the local control plane: ``python -m devcluster build|up|down|status``.
+"""Command line for the local control plane: ``python -m devcluster build|up|down|status|demo|demo-down``.
 
 ``make cluster-up`` / ``make cluster-down`` call ``up`` / ``down`` with the
 runtime directory ``.local/cluster`` and the kubeconfig ``.local/kubeconfig``.
@@ -7,11 +7,14 @@ runtime directory ``.local/cluster`` and the kubeconfig ``.local/kubeconfig``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 from pathlib import Path
 
-from . import build
+import flightbuild
+
+from . import build, demo
 from .cluster import Cluster, ClusterError, ClusterState, is_alive, running_state, stop_processes
 
 
@@ -47,6 +50,16 @@ Try:
 Stop it with `make cluster-down`.""")
 
 
+def _demo(runtime_dir: Path) -> int:
+    state = running_state(runtime_dir)
+    if state is None:
+        build.log("no cluster is running: `make demo` starts one first")
+        return 1
+    demo.down()  # a previous demo's services
+    asyncio.run(demo.run(state, flightbuild.build("backend")))
+    return 0
+
+
 def _down(runtime_dir: Path) -> int:
     state = ClusterState.load(runtime_dir)
     if state is None:
@@ -77,7 +90,7 @@ def _link_kubectl(bin_dir: Path, link_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
-    parser.add_argument("command", choices=("build", "up", "down", "status"))
+    parser.add_argument("command", choices=("build", "up", "down", "status", "demo", "demo-down"))
     parser.add_argument("--runtime-dir", type=Path, default=Path(".local/cluster"))
     parser.add_argument("--kubeconfig", type=Path, default=Path(".local/kubeconfig"))
     parser.add_argument("--bin-link-dir", type=Path, default=Path(".local/bin"))
@@ -92,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             return _up(args.runtime_dir, args.kubeconfig, bin_dir)
         if args.command == "down":
+            demo.down()
             return _down(args.runtime_dir)
+        if args.command == "demo-down":
+            return demo.down()
+        if args.command == "demo":
+            return _demo(args.runtime_dir)
         return _status(args.runtime_dir)
     except (build.BuildError, ClusterError) as exc:
         build.log(f"error: {exc}")

@@ -41,6 +41,53 @@ STOP_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
 
 
+POD_COMPLETE_SELECTOR = """    - key: '.metadata.ownerReferences.[].kind'
+      operator: 'In'
+      values:
+      - 'Job'
+"""
+SKIP_FAILING_PODS = """    - key: '.metadata.annotations["kwok.test/fail"]'
+      operator: 'DoesNotExist'
+"""
+POD_FAIL_STAGE = """apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-fail
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.metadata.annotations["kwok.test/fail"]'
+      operator: 'Exists'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range $index, $item := .spec.containers }}
+      - image: {{ $item.image | Quote }}
+        name: {{ $item.name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: 1
+            finishedAt: {{ $now | Quote }}
+            reason: Error
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: Failed
+"""
+
+
 class ClusterError(RuntimeError):
     """The control plane did not come up; the message names the process and shows its log."""
 
@@ -418,6 +465,9 @@ class Cluster:
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
                 "--concurrent-gc-syncs=20",
+                # each controller acts as its own kube-system ServiceAccount, as in real clusters
+                # (admission webhooks see e.g. system:serviceaccount:kube-system:generic-garbage-collector)
+                "--use-service-account-credentials=true",
             ],
         )
 
@@ -432,13 +482,24 @@ class Cluster:
             ],
         )
 
+    def _write_stages(self, bin_dir: Path) -> Path:
+        """KWOK's stock stages, plus one that fails Job pods annotated ``kwok.test/fail`` (tests of failure paths)."""
+        stock = (bin_dir / build.STAGES_FILE).read_text()
+        marker = "  name: pod-complete\n"
+        if marker not in stock or POD_COMPLETE_SELECTOR not in stock:
+            raise ClusterError("KWOK's pod-complete stage changed shape; update devcluster's failure stage")
+        stock = stock.replace(POD_COMPLETE_SELECTOR, POD_COMPLETE_SELECTOR + SKIP_FAILING_PODS, 1)
+        path = self.runtime_dir / build.STAGES_FILE
+        path.write_text(stock.rstrip() + "\n---\n" + POD_FAIL_STAGE)
+        return path
+
     def _start_kwok(self, bin_dir: Path, ports: dict[str, int]) -> None:
         self._spawn(
             "kwok",
             [
                 str(bin_dir / "kwok"),
                 f"--kubeconfig={self.runtime_dir / 'admin.kubeconfig'}",
-                f"--config={bin_dir / build.STAGES_FILE}",
+                f"--config={self._write_stages(bin_dir)}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",

@@ -55,6 +55,18 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
 class CertificateAuthority:
     """A self-signed CA that signs serving and client certificates."""
 
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        """An existing CA (e.g. the cluster's, to sign a client certificate for a test user)."""
+        ca = cls.__new__(cls)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError("only EC CA keys are supported")
+        ca._key = key
+        ca._cert = x509.load_pem_x509_certificate(cert_pem)
+        ca._name = ca._cert.subject
+        return ca
+
     def __init__(self, common_name: str = "devcluster-ca") -> None:
         self._key = _new_key()
         now = datetime.datetime.now(datetime.UTC)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -23,12 +24,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from atc.crds import CRD_PATH as CRDS_PATH
 from atc.crds import install_yoke_crds
+from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 from atc.k8s.events import EventRecorder
 from atc.k8s.gateway import LoopGateway
 from atc.k8s.readiness import CustomReadiness
+from atc.k8s.reflector import Reflector, changed_beyond_status
+from atc.k8s.refs import split_api_version
+from atc.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.takeoff import Cluster
 from atc.wasm.cache import ModuleCache
 from atc.wasm.engine import FlightEngine
@@ -38,14 +44,15 @@ from .context import ControllerContext
 from .core.controller import Manager
 from .core.leader import LeaderElector
 from .core.probes import ProbeServer
-from .core.reflector import Reflector, changed_beyond_status
-from .reconcilers.airway import CRDS_PATH, AirwayReconciler
+from .external import ExternalWatches
+from .reconcilers.airway import AirwayReconciler
 from .reconcilers.flight import FlightReconciler
 from .settings import ControllerSettings
 
 log = logging.getLogger("atc.controller")
 Object = dict[str, Any]
 READINESS_CONFIGMAPS = "resource.yoke.cd/readiness in (lua,conditions)"
+SIGNAL_REPLAY_WINDOW = datetime.timedelta(minutes=2)
 
 
 def _identity() -> str:
@@ -83,6 +90,7 @@ class Controller:
         engine = FlightEngine(workers=settings.concurrency)
         modules = ModuleCache(engine, Path(settings.cache_fs), allow_list=settings.module_allow_list)
         readiness = None if settings.disable_custom_readiness else CustomReadiness()
+        manager = Manager(settings.concurrency)
         return ControllerContext(
             settings=settings,
             kube=kube,
@@ -90,8 +98,9 @@ class Controller:
             modules=modules,
             cluster=Cluster(kube, mapper, engine, readiness),
             events=EventRecorder(kube, "atc-controller", self.identity),
-            manager=Manager(settings.concurrency),
+            manager=manager,
             gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
+            external_watches=ExternalWatches(kube, mapper, manager),
             ca_bundle=self.ca_bundle,
         )
 
@@ -147,6 +156,13 @@ class Controller:
         log.info("leading: starting controllers", extra={"identity": self.identity})
         reflectors = self._reflectors(context)
         airways = AirwayReconciler(context, reflectors["airways"])
+        reflectors["signals"] = Reflector(
+            context.kube,
+            "/api/v1/events",
+            name="signals",
+            label_selector=SIGNAL_SELECTOR,
+            handler=_signal_router(airways),
+        )
         context.manager.register(airways.controller_name, airways)
         for kind in ("Flight", "ClusterFlight"):
             flights = FlightReconciler(context, kind, reflectors[kind])
@@ -155,11 +171,13 @@ class Controller:
         try:
             await asyncio.gather(*(r.synced.wait() for r in reflectors.values()))
             self.caches_synced = True
+            freeze_long_lived()  # full collections of the start-up heap and caches would stall reconciles
             await context.manager.run()
         finally:
             self.caches_synced = False
             await context.manager.stop(now=True)
             await airways.stop()
+            await context.external_watches.stop()
             for reflector in reflectors.values():
                 reflector.stop()
             for task in tasks:
@@ -240,6 +258,30 @@ class Controller:
         if not self.settings.leader_elect:
             return True
         return self.elector is not None and self.elector.is_leader
+
+
+def _signal_router(airways: AirwayReconciler) -> Callable[[str, Object, Object | None], None]:
+    """Route the webhook's child-changed Events to the instance they are about (DESIGN.md section 4)."""
+    started = datetime.datetime.now(datetime.UTC)
+
+    def handle(event_type: str, event: Object, old: Object | None) -> None:
+        change = parse_child_changed(event)
+        if event_type != "ADDED" or change is None or _event_time(event) < started - SIGNAL_REPLAY_WINDOW:
+            return  # old signals: everything is reconciled after a start anyway
+        group, _ = split_api_version(change.instance_api_version)
+        reconciler = airways.instances_for(group, change.instance_kind)
+        if reconciler is not None:
+            reconciler.child_changed(change.instance_key, change.child_ref, change.child_resource_version)
+
+    return handle
+
+
+def _event_time(event: Object) -> datetime.datetime:
+    stamp = event.get("lastTimestamp") or (event.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.datetime.now(datetime.UTC)
 
 
 async def _loop_responsive() -> bool:

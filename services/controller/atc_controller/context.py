@@ -13,6 +13,7 @@ from atc.wasm.cache import ModuleCache
 
 from . import metrics
 from .core.controller import Manager
+from .external import ExternalWatches
 from .settings import ControllerSettings
 
 
@@ -28,6 +29,7 @@ class ControllerContext:
     events: EventRecorder
     manager: Manager
     gateway: LoopGateway
+    external_watches: ExternalWatches
     ca_bundle: bytes = b""
 
     def observe_takeoff(self, result: TakeoffResult) -> None:

@@ -1,17 +1,28 @@
-"""Entry point of ``atc-webhook``: read settings, set up logging, serve admission over HTTPS."""
+"""Entry point of ``atc-webhook``: read settings, set up logging, serve admission over HTTPS until SIGTERM.
+
+The service runs on uvloop (with uvicorn's httptools parser, ``atc_webhook.server``): together they take
+about a third less CPU per admission request than asyncio's loop and h11 (``bench/admission.py``).
+Exit codes: 0 after a graceful shutdown, 1 when TLS cannot be set up, 2 for bad settings.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
 from atc.logs import configure_logging
 from atc.settings import SettingsError, load_settings
 
+from .server import serve
 from .settings import WebhookSettings
+from .tls import TlsSetupError
 
 DESCRIPTION = "Air Traffic Controller admission and conversion webhooks."
+log = logging.getLogger("atc.webhook")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,8 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"atc-webhook: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format)
-    logging.getLogger("atc.webhook").info("settings loaded", extra={"port": settings.port})
-    return 0
+    log.info("starting", extra={"address": settings.address, "port": settings.port})
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(serve(settings))
+    except TlsSetupError as exc:
+        log.error("cannot serve TLS", extra={"error": str(exc)})
+        return 1
 
 
 if __name__ == "__main__":

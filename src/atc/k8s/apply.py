@@ -29,7 +29,15 @@ DEFAULT_PARALLELISM = 8
 
 
 class ApplyError(Exception):
-    """One or more objects of a stage could not be applied; the message lists them."""
+    """One or more objects of a stage could not be applied; the message lists them.
+
+    ``conflicts`` holds the objects the API server answered 409 for (with
+    force on, only a ``metadata.resourceVersion`` precondition does that).
+    """
+
+    def __init__(self, message: str, conflicts: Sequence[Object] = ()) -> None:
+        super().__init__(message)
+        self.conflicts = list(conflicts)
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,16 @@ async def apply_all(
     results = await asyncio.gather(
         *(_apply_one(kube, mapper, obj, options, dry_run, gate) for obj in objects), return_exceptions=True
     )
-    failures = []
+    failures, conflicts = [], []
     for obj, result in zip(objects, results, strict=True):
         if isinstance(result, (KubeError, NoMatchError, ValueError)):
             failures.append(f"{'dry run: ' if dry_run else ''}{canonical_name(obj)}: {result}")
+            if isinstance(result, KubeError) and result.conflict:
+                conflicts.append(obj)
         elif isinstance(result, BaseException):
             raise result
     if failures:
-        raise ApplyError(join_errors("", failures, ordered=True))
+        raise ApplyError(join_errors("", failures, ordered=True), conflicts)
     return [result for result in results if isinstance(result, dict)]
 
 
@@ -87,4 +97,4 @@ async def apply_stage(
             await apply_all(kube, mapper, objects, dry_run=True, options=options)
         return await apply_all(kube, mapper, objects, dry_run=False, options=options)
     except ApplyError as exc:
-        raise ApplyError(f"failed to apply resources: {exc}") from None
+        raise ApplyError(f"failed to apply resources: {exc}", exc.conflicts) from None

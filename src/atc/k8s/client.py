@@ -186,9 +186,17 @@ class KubeClient:
         return await self.request("PATCH", path, query=query, body=body, content_type=APPLY_PATCH)
 
     async def watch(
-        self, path: str, *, query: Mapping[str, str] | None = None, timeout_seconds: int = 300
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout_seconds: int = 300,
+        accept: str = "application/json",
     ) -> AsyncIterator[JSON]:
-        """Yield watch events (``{"type", "object"}``) until the server closes the stream."""
+        """Yield watch events (``{"type", "object"}``) until the server closes the stream.
+
+        ``accept`` may ask for another representation, e.g. ``PartialObjectMetadata`` (metadata only).
+        """
         params = {**(query or {}), "watch": "true", "timeoutSeconds": str(timeout_seconds)}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=DEFAULT_TIMEOUT, sock_read=timeout_seconds + 30)
         response = await self._send(
@@ -197,7 +205,7 @@ class KubeClient:
             query=params,
             body=None,
             content_type="application/json",
-            accept="application/json",
+            accept=accept,
             timeout=timeout,
         )
         async with response:

@@ -58,6 +58,7 @@ class LookupTracker:
     internal: set[str] = field(default_factory=set)
     external: set[str] = field(default_factory=set)
     candidate: set[str] = field(default_factory=set)
+    versions: dict[str, str] = field(default_factory=dict)  # internal ref -> resourceVersion the flight saw
 
 
 @dataclass
@@ -150,6 +151,7 @@ def _check_found(access: ClusterAccess, found: dict[str, Any]) -> HostAnswer:
     payload = json.dumps(found, separators=(",", ":")).encode()
     if owner_of(found) == access.owner:
         access.tracker.internal.add(ref)
+        access.tracker.versions[ref] = str((found.get("metadata") or {}).get("resourceVersion", ""))
         return HostAnswer(State.OK, payload)
     namespace, rest = ref.split("/", 1)
     group_kind, _, name = rest.partition(":")

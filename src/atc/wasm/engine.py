@@ -6,17 +6,22 @@ fit; ``fingerprint`` names that configuration plus the wasmtime version and
 CPU, and keys the on-disk compiled cache. The linker defines WASI preview 1,
 a deadline-aware ``poll_oneoff`` and both ``host`` imports (always, so every
 yoke flight links with or without cluster access). A daemon thread advances
-the epoch every ``TICK_SECONDS``; each running store checks it (see
-``atc.wasm.runner``). Flights run on the engine's own thread pool.
+the epoch every ``TICK_SECONDS`` while at least one flight runs (``running``)
+and sleeps otherwise: an idle tick still takes the GIL 100 times a second,
+which put the webhook's admission p99 from 3 ms to hundreds of ms. Each
+running store checks the epoch (see ``atc.wasm.runner``). Flights run on the
+engine's own thread pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
 import platform
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -100,20 +105,44 @@ class FlightEngine:
         self.fingerprint = engine_fingerprint()
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="flight")
-        self._stop = threading.Event()
+        self._stopped = False
+        self._active_runs = 0
+        self.ticks = 0  # epoch increments so far
+        self._wake = threading.Condition()
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
 
     def _tick(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
-            self.engine.increment_epoch()
+        with self._wake:
+            while not self._stopped:
+                if self._active_runs == 0:
+                    self._wake.wait()  # idle: no wake-ups until a flight starts
+                    continue
+                self._wake.wait(TICK_SECONDS)
+                if self._active_runs:
+                    self.engine.increment_epoch()
+                    self.ticks += 1
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark one flight as running on this thread: the epoch advances while any is."""
+        with self._wake:
+            self._active_runs += 1
+            self._wake.notify_all()
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._active_runs -= 1
 
     def prepare(self, module: Module) -> InstancePre:
         """Link ``module`` once; the result is shared by every run of it, on any thread."""
         return self.linker.instantiate_pre(module)
 
     def close(self) -> None:
-        self._stop.set()
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self._ticker.join(timeout=1)
 

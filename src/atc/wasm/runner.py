@@ -173,7 +173,8 @@ def _execute(prepared: InstancePre, engine: FlightEngine, run: _Run) -> int:
         start = prepared.instantiate(store).exports(store).get("_start")
         if not isinstance(start, Func):
             raise FlightError("failed to instantiate module: module does not export _start", "link")
-        start(store)
+        with engine.running():
+            start(store)
         return 0
     except ExitTrap as exit_trap:
         code = exit_trap.code

@@ -8,9 +8,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"slices"
 	"strconv"
 
 	"github.com/yokecd/yoke/pkg/flight/wasi/k8s"
@@ -28,11 +25,6 @@ type input struct {
 	} `json:"spec"`
 }
 
-// secret is the part of a core/v1 Secret the flight needs (data values are base64 in JSON).
-type secret struct {
-	Data map[string][]byte `json:"data"`
-}
-
 func main() {
 	var in input
 	testflight.ReadInput(&in)
@@ -42,10 +34,10 @@ func main() {
 		lookups = *in.Spec.Lookups
 	}
 
-	var found *secret
+	var found *testflight.Secret
 	var err error
 	for range lookups {
-		found, err = k8s.Lookup[secret](k8s.ResourceIdentifier{
+		found, err = k8s.Lookup[testflight.Secret](k8s.ResourceIdentifier{
 			ApiVersion: "v1",
 			Kind:       "Secret",
 			Name:       in.Spec.SecretName,
@@ -60,20 +52,7 @@ func main() {
 	case err != nil:
 		data["message"] = err.Error()
 	default:
-		data["hash"] = hashData(found.Data)
+		data["hash"] = testflight.HashData(found.Data)
 	}
 	testflight.WriteJSON([]testflight.Object{testflight.ConfigMap(in.Metadata, in.Metadata.Name+"-lookup", data)})
-}
-
-func hashData(data map[string][]byte) string {
-	keys := make([]string, 0, len(data))
-	for key := range data {
-		keys = append(keys, key)
-	}
-	slices.Sort(keys)
-	digest := sha256.New()
-	for _, key := range keys {
-		digest.Write([]byte(key + "=" + string(data[key]) + "\n"))
-	}
-	return hex.EncodeToString(digest.Sum(nil))
 }

@@ -19,11 +19,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeError
 from atc_controller import metrics
 
 from .results import RequeueAfterError, Result, TerminalError
-from .workqueue import Clock, MonotonicClock, Outcome, OutcomeKind, QueueKey, QueueShutDownError, WorkQueue
+from .workqueue import Outcome, OutcomeKind, QueueKey, QueueShutDownError, WorkQueue
 
 log = logging.getLogger("atc.controller")
 

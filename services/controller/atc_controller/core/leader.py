@@ -24,10 +24,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeClient, KubeError
 from atc_controller import metrics
-
-from .workqueue import Clock, MonotonicClock
 
 log = logging.getLogger("atc.controller.leader")
 

@@ -18,34 +18,15 @@ import asyncio
 import enum
 import math
 import random
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from atc.clock import Clock, MonotonicClock
 from atc_controller import metrics
 
 MAX_BACKOFF_SECONDS = 900.0
 BACKOFF_JITTER = 0.10
-
-
-class Clock(Protocol):
-    """Monotonic time in seconds and a way to wait for it; tests substitute a manually advanced one."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 @dataclass(frozen=True)

@@ -26,26 +26,34 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from atc.airway_template import InvalidAirwayError, airway_crd, conversion_webhook, mutate_template, storage_version
-from atc.constants import FIELD_MANAGER_APPLY, FINALIZER_AIRWAY
+from atc.airway_template import (
+    InvalidAirwayError,
+    airway_crd,
+    conversion_path,
+    conversion_webhook,
+    mutate_template,
+    storage_version,
+)
+from atc.constants import FIELD_MANAGER_APPLY, FIELD_MANAGER_ATC, FINALIZER_AIRWAY
+from atc.crds import AIRWAYS_PATH
+from atc.crds import CRD_PATH as CRDS_PATH
 from atc.k8s.client import KubeError
 from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
+from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import owner_of
 from atc.models import AirwaySpec
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
+from atc.webhooks import VALIDATING_CONFIGS_PATH, instance_webhook_config, webhook_client_config
 from atc_controller.context import ControllerContext
-from atc_controller.core.reflector import Reflector, changed_beyond_status
 from atc_controller.core.results import Result, TerminalError
 
 from .finalizers import add_finalizer, remove_finalizer
-from .instance import InstanceReconciler
+from .instance import InstanceReconciler, instance_controller_name
 from .status import ready_condition, set_condition
 
 log = logging.getLogger("atc.controller.airway")
 Object = dict[str, Any]
-AIRWAYS_PATH = "/apis/yoke.cd/v1alpha1/airways"
-CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ESTABLISHED_TIMEOUT = 60.0
 
 
@@ -59,10 +67,6 @@ class RunningInstances:
     reconciler: InstanceReconciler
     reflector: Reflector
     task: asyncio.Task[None]
-
-
-def instance_controller_name(airway_name: str) -> str:
-    return f"instance:{airway_name}"
 
 
 class AirwayReconciler:
@@ -114,6 +118,7 @@ class AirwayReconciler:
         if running is not None:
             await self._condition(airway, "False", "InProgress", "Cleaning up previous flight controller")
             await self._stop_instances(name)
+        await self._apply_instance_webhook(airway)
         await self.context.mapper.refresh(force=True)
         mapping = await self._instance_mapping(crd, version)
         await self._start_instances(airway, mapping, generation, crd_state)
@@ -142,12 +147,9 @@ class AirwayReconciler:
                 raise TerminalError(
                     "airway has a converter but the controller has no TLS_CA_CERT for the conversion webhook"
                 )
+            path = conversion_path(airway["metadata"]["name"])
             template["conversion"] = conversion_webhook(
-                airway["metadata"]["name"],
-                settings.svc_name,
-                settings.svc_namespace,
-                settings.svc_port,
-                self.context.ca_bundle,
+                webhook_client_config(settings, path, ca_bundle=self.context.ca_bundle)
             )
         return airway_crd(airway, template)
 
@@ -165,6 +167,21 @@ class AirwayReconciler:
         except KubeError as exc:
             raise TerminalError(f"failed to apply airway's template crd: {exc}") from None
         return await self._wait_established(path)
+
+    async def _apply_instance_webhook(self, airway: Object) -> None:
+        """The ValidatingWebhookConfiguration that dry-runs this Airway's instances (spec 9.1, per airway).
+
+        Only when the webhook is configured (TLS_CA_CERT): a Fail-policy hook pointing at no webhook
+        would block every instance write.
+        """
+        if not self.context.ca_bundle:
+            return
+        config = instance_webhook_config(airway, self.context.settings, ca_bundle=self.context.ca_bundle)
+        path = f"{VALIDATING_CONFIGS_PATH}/{config['metadata']['name']}"
+        try:
+            await self.context.kube.apply(path, config, field_manager=FIELD_MANAGER_ATC, force=True)
+        except KubeError as exc:
+            raise RuntimeError(f"failed to create validation webhook: {exc}") from None
 
     async def _wait_established(self, path: str) -> Object:
         deadline = time.monotonic() + ESTABLISHED_TIMEOUT
@@ -219,9 +236,18 @@ class AirwayReconciler:
         if running is None:
             return
         self.context.manager.unregister(running.controller_name)
+        self.context.external_watches.forget(running.controller_name)
         running.reflector.stop()
         running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
+
+    def instances_for(self, group: str, kind: str) -> InstanceReconciler | None:
+        """The instance reconciler serving the CRD with this group and kind, if one runs."""
+        for running in self.running.values():
+            mapping = running.reconciler.mapping
+            if (mapping.group, mapping.kind) == (group, kind):
+                return running.reconciler
+        return None
 
     async def stop(self) -> None:
         for name in list(self.running):
@@ -231,6 +257,11 @@ class AirwayReconciler:
     async def _delete(self, airway: Object) -> None:
         name = airway["metadata"]["name"]
         await self._condition(airway, "False", "Terminating", "cleaning up resources")
+        try:
+            await self.context.kube.request("DELETE", f"{VALIDATING_CONFIGS_PATH}/{name}")
+        except KubeError as exc:
+            if not exc.not_found:
+                raise RuntimeError(f"failed to remove admission validation webhook: {exc}") from None
         path = f"{CRDS_PATH}/{name}"
         crd = await self.context.kube.get_or_none(path)
         if crd is None:

@@ -23,6 +23,7 @@ from atc.k8s.client import KubeError
 from atc.k8s.discovery import NoMatchError
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
+from atc.k8s.reflector import Reflector
 from atc.k8s.refs import resource_ref, split_api_version
 from atc.models import FlightSpec
 from atc.prune import PruneOptions, mayday
@@ -31,7 +32,6 @@ from atc.takeoff import TakeoffError, TakeoffRequest, TakeoffResult, takeoff
 from atc.wasm.access import ClusterAccess
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller.context import ControllerContext
-from atc_controller.core.reflector import Reflector
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError
 
 from .finalizers import add_finalizer, remove_finalizer

@@ -21,8 +21,10 @@ reconciler creates and replaces it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +44,12 @@ from atc.k8s.client import MERGE_PATCH, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
-from atc.k8s.refs import canonical_name, resource_ref, split_api_version
+from atc.k8s.refs import canonical_name, parse_ref, resource_ref, split_api_version
 from atc.models import MODES, AirwaySpec, Mode
 from atc.prune import PruneOptions, mayday
 from atc.releases import release_name
-from atc.takeoff import TakeoffError, TakeoffRequest, TakeoffResult, takeoff
-from atc.wasm.access import ClusterAccess
+from atc.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
+from atc.wasm.access import ClusterAccess, LookupTracker
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller import metrics
 from atc_controller.context import ControllerContext
@@ -57,8 +59,10 @@ from .finalizers import remove_finalizer
 from .status import mark_in_progress, ready_condition, setting_condition, update_status
 
 log = logging.getLogger("atc.controller.instance")
+MAX_STALE_RUNS = 5  # after this many stale runs in a row the instance reports an error and backs off
 Object = dict[str, Any]
 NOT_READY_REQUEUE = 5.0
+CHILD_WAIT_SECONDS = 5.0
 
 
 class ObjectPathError(TerminalError):
@@ -80,13 +84,26 @@ def value_at(obj: Object, path: list[str]) -> Any:
     return value
 
 
+def instance_controller_name(airway_name: str) -> str:
+    return f"instance:{airway_name}"
+
+
 @dataclass
 class InstanceState:
-    """What the controller remembers about one instance between reconciles (used by the modes)."""
+    """What the controller remembers about one instance between reconciles (the modes use it).
+
+    ``tracked``: children whose changes re-run the flight in subscription mode;
+    ``external``: objects the flight looked up but does not own, watched for changes;
+    ``waits``: child ref -> the resourceVersion a signalled change was admitted over;
+    ``reapply``: children to send again even if their desired state did not change.
+    """
 
     mode: Mode = "standard"
     tracked: set[str] = field(default_factory=set)
     external: set[str] = field(default_factory=set)
+    waits: dict[str, str] = field(default_factory=dict)
+    reapply: set[str] = field(default_factory=set)
+    stale_runs: int = 0  # consecutive runs whose output was refused as stale
 
 
 @dataclass
@@ -98,6 +115,7 @@ class _Outcome:
     parent: Object | None = None
     ready: bool = False
     waiting_for: str = ""
+    stale: str = ""  # a looked-up child changed under the run: nothing applied, run again
 
 
 class InstanceReconciler:
@@ -115,6 +133,64 @@ class InstanceReconciler:
     def airway_name(self) -> str:
         return str(self.airway["metadata"]["name"])
 
+    @property
+    def controller_name(self) -> str:
+        return instance_controller_name(self.airway_name)
+
+    # ------------------------------------------------------------------------------------ signals
+    def child_changed(self, key: str, child_ref: str, old_resource_version: str) -> bool:
+        """Someone changed a child (the webhook's signal): re-run the flight if the mode says so."""
+        state = self.states.get(key)
+        mode = state.mode if state else self._cached_mode(key)
+        if state is None or mode not in ("dynamic", "subscription"):
+            return False
+        if mode == "subscription" and child_ref not in state.tracked:
+            return False
+        state.waits[child_ref] = old_resource_version
+        state.reapply.add(child_ref)
+        self.context.manager.enqueue(self.controller_name, key)
+        return True
+
+    def _cached_mode(self, key: str) -> Mode:
+        namespace, _, name = key.rpartition("/")
+        instance = self.reflector.get(namespace, name)
+        return self._mode(instance) if instance else "standard"
+
+    async def _await_children(self, state: InstanceState) -> None:
+        """Before re-running, see each signalled child past the version its change was admitted over."""
+        deadline = time.monotonic() + CHILD_WAIT_SECONDS
+        for ref, old_version in list(state.waits.items()):
+            parsed = parse_ref(ref)
+            try:
+                mapping = await self.context.mapper.mapping(parsed.group, parsed.kind, refresh_on_miss=True)
+            except NoMatchError:
+                continue
+            path = mapping.object_path(parsed.name, parsed.namespace)
+            delay = 0.02
+            while time.monotonic() < deadline:
+                live = await self.context.kube.get_or_none(path)
+                if live is None or live["metadata"].get("resourceVersion") != old_version:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        state.waits.clear()
+
+    def _track(self, key: str, state: InstanceState, tracker: LookupTracker, outcome: _Outcome) -> None:
+        """Update what the modes follow from this run's lookups (spec 8.3)."""
+        succeeded = not outcome.error and outcome.result is not None
+        if state.mode == "subscription":
+            applied = {resource_ref(obj) for obj in outcome.result.objects} if succeeded and outcome.result else set()
+            state.tracked = (
+                tracker.internal | (tracker.candidate & applied) if succeeded else state.tracked | tracker.internal
+            )
+        else:
+            state.tracked = set()
+        if state.mode in ("dynamic", "subscription"):
+            state.external = set(tracker.external) if succeeded else state.external | tracker.external
+        else:
+            state.external = set()
+        self.context.external_watches.follow(self.controller_name, key, state.external)
+
     # ------------------------------------------------------------------------------------ the loop
     async def reconcile(self, key: str) -> Result:
         namespace, _, name = key.rpartition("/")
@@ -129,9 +205,28 @@ class InstanceReconciler:
             return Result()
         state = self.states.setdefault(key, InstanceState())
         state.mode = self._mode(instance)
-        outcome = await self._fly(instance)
+        await self._await_children(state)
+        tracker = LookupTracker()
+        outcome = await self._fly(instance, state, tracker)
+        self._track(key, state, tracker, outcome)
+        if self._run_again(key, state, outcome):
+            return Result(requeue_after=0)
         await self._report(instance, outcome)
         return self._next(outcome)
+
+    @staticmethod
+    def _run_again(key: str, state: InstanceState, outcome: _Outcome) -> bool:
+        """A stale run is repeated at once, up to ``MAX_STALE_RUNS`` in a row; then it is an error."""
+        if not outcome.stale:
+            state.stale_runs = 0
+            return False
+        state.stale_runs += 1
+        if state.stale_runs < MAX_STALE_RUNS:
+            log.info("flight output is stale, running it again", extra={"name": key, "reason": outcome.stale})
+            return True
+        outcome.error = f"{outcome.stale} ({state.stale_runs} runs in a row)"
+        state.stale_runs = 0
+        return False
 
     def _next(self, outcome: _Outcome) -> Result:
         drift = self.spec.fix_drift_seconds
@@ -216,7 +311,7 @@ class InstanceReconciler:
         override = (instance["metadata"].get("annotations") or {}).get(ANNOTATION_OVERRIDE_FLIGHT, "")
         return (override, True) if override else (self.spec.wasm_urls.flight, False)
 
-    async def _request(self, instance: Object, *, reapply: bool) -> TakeoffRequest:
+    async def _request(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> TakeoffRequest:
         release, namespace = self._release(instance)
         url, fresh = await self._module_url(instance)
         try:
@@ -234,6 +329,7 @@ class InstanceReconciler:
             namespace,
             tuple(self.spec.resource_access_matchers),
             self.context.gateway,
+            tracker,
         )
         return TakeoffRequest(
             release=release,
@@ -260,18 +356,23 @@ class InstanceReconciler:
             history_cap=self.spec.history_cap,
             prune=PruneOptions(self.spec.prune.crds, self.spec.prune.namespaces),
             is_parent=self._is_parent(instance),
-            reapply_unchanged=reapply,
+            reapply_unchanged=self.spec.fix_drift_seconds > 0,
+            reapply_refs=frozenset(state.reapply),
         )
 
-    async def _fly(self, instance: Object) -> _Outcome:
+    async def _fly(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> _Outcome:
         await mark_in_progress(self.context.kube, self._path(instance), instance, "Flight is taking off")
         outcome = _Outcome()
         try:
-            request = await self._request(instance, reapply=self.spec.fix_drift_seconds > 0)
+            request = await self._request(instance, state, tracker)
             outcome.result = await takeoff(self.context.cluster, request)
+            state.reapply -= request.reapply_refs
             self.context.observe_flight(self.airway_name, outcome.result.flight_seconds, "success")
             self.context.observe_takeoff(outcome.result)
             outcome.parent = outcome.result.parent
+        except StaleLookupError as exc:
+            outcome.stale = str(exc)
+            return outcome
         except TakeoffError as exc:
             self.context.observe_flight(self.airway_name, 0.0, "error")
             metrics.REVISIONS.labels("error").inc()

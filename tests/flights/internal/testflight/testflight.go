@@ -1,14 +1,18 @@
 // Package testflight holds what the test flights share: reading the input
 // object from stdin, building ConfigMaps, writing JSON to stdout and failing
-// the way yoke flights do (a message on stderr and a non-zero exit).
+// the way yoke flights do (a message on stderr and a non-zero exit), and
+// reading and hashing looked-up Secrets.
 package testflight
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -80,4 +84,28 @@ func WriteJSON(v any) {
 func Fail(err error) {
 	fmt.Fprintf(os.Stderr, "flight failed: %v\n", err)
 	os.Exit(1)
+}
+
+// Secret is the part of a core/v1 Secret the flights read (data values are base64 in JSON).
+type Secret struct {
+	Data map[string][]byte `json:"data"`
+}
+
+// SortedKeys are the keys of data in byte order.
+func SortedKeys(data map[string][]byte) []string {
+	keys := make([]string, 0, len(data))
+	for key := range data {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// HashData is the sha256 (hex) of data as sorted "key=value\n" lines of the decoded values.
+func HashData(data map[string][]byte) string {
+	digest := sha256.New()
+	for _, key := range SortedKeys(data) {
+		digest.Write([]byte(key + "=" + string(data[key]) + "\n"))
+	}
+	return hex.EncodeToString(digest.Sum(nil))
 }

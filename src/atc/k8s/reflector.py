@@ -1,14 +1,18 @@
-"""List + watch of one collection into a local cache, with change events for controllers.
+"""List + watch of one collection into a local cache, with change events for its owner.
 
 A ``Reflector`` lists a collection (paginated), keeps the objects in memory
 (key ``namespace/name``, or ``name`` for cluster-scoped ones) and then watches
 from the list's resourceVersion with bookmarks. It relists on 410 Gone,
-retries any other failure with backoff (0.5 s doubling to 30 s), re-watches
-when the server ends a stream, and emits ``RESYNC`` for every cached object
-each ``resync_period``. The service's startup code runs one per watched kind;
-handlers usually enqueue keys on the manager (``core.controller``) and use
-``changed_beyond_status`` to ignore status-only updates (spec section 2).
-Reconcilers read objects back with ``get`` / ``list``.
+retries any other failure with backoff (0.5 s doubling to 30 s by default),
+re-watches when the server ends a stream, and emits ``RESYNC`` for every
+cached object each ``resync_period``. With ``metadata_only`` it asks the API
+server for ``PartialObjectMetadata`` (names, labels, annotations, no spec or
+data), which is enough to follow a collection's metadata cheaply.
+
+Both services run them: the controller one per watched kind (its handlers
+enqueue keys on the manager and use ``changed_beyond_status`` to ignore
+status-only updates, spec section 2; reconcilers read objects back with
+``get`` / ``list``), the webhook for its read caches (``atc_webhook.caches``).
 """
 
 from __future__ import annotations
@@ -16,14 +20,33 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeClient, KubeError
 
-from .workqueue import Clock, MonotonicClock
+log = logging.getLogger("atc.reflector")
 
-log = logging.getLogger("atc.controller.reflector")
+__all__ = [
+    "GONE",
+    "JSON",
+    "METADATA_LIST_ACCEPT",
+    "METADATA_WATCH_ACCEPT",
+    "PAGE_SIZE",
+    "RETRY_INITIAL_SECONDS",
+    "RETRY_MAX_SECONDS",
+    "WATCH_TIMEOUT_SECONDS",
+    "EventType",
+    "Handler",
+    "Reflector",
+    "ResourceExpiredError",
+    "RetryBackoff",
+    "cache_key",
+    "changed_beyond_status",
+    "object_key",
+    "resource_version",
+]
 
 JSON = dict[str, Any]
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
@@ -34,6 +57,8 @@ WATCH_TIMEOUT_SECONDS = 300
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 GONE = 410
+METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_WATCH_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _VOLATILE_METADATA = ("generation", "resourceVersion", "managedFields")
 
 
@@ -109,9 +134,13 @@ class Reflector:
         page_size: int = PAGE_SIZE,
         watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
         clock: Clock | None = None,
+        metadata_only: bool = False,
+        retry_max_seconds: float = RETRY_MAX_SECONDS,
     ) -> None:
         self.name = name
         self.synced = asyncio.Event()
+        self.last_error: Exception | None = None  # the failure being retried, None once a list or watch works
+        self._metadata_only = metadata_only
         self._kube = kube
         self._path = collection_path
         self._handler = handler
@@ -120,7 +149,7 @@ class Reflector:
         self._page_size = page_size
         self._watch_timeout = watch_timeout_seconds
         self._clock: Clock = clock or MonotonicClock()
-        self._backoff = RetryBackoff()
+        self._backoff = RetryBackoff(maximum=retry_max_seconds)
         self._cache: dict[str, JSON] = {}
         self._resource_version = ""
         self._needs_list = True
@@ -189,6 +218,7 @@ class Reflector:
                 log.info("resource version expired, relisting", extra={"reflector": self.name, "error": str(exc)})
                 self._needs_list = True
             except Exception as exc:
+                self.last_error = exc
                 delay = self._backoff.next_delay()
                 log.warning(
                     "list and watch failed",
@@ -206,6 +236,8 @@ class Reflector:
         if continue_token:
             query["continue"] = continue_token
         try:
+            if self._metadata_only:
+                return await self._kube.request("GET", self._path, query=query, accept=METADATA_LIST_ACCEPT)
             return await self._kube.get(self._path, query=query)
         except KubeError as exc:
             if exc.status == GONE:
@@ -232,6 +264,7 @@ class Reflector:
         self._resource_version = list_version
         self._needs_list = False
         self._backoff.reset()
+        self.last_error = None
         for key, obj in fresh.items():
             old = previous.get(key)
             if old is None:
@@ -253,13 +286,21 @@ class Reflector:
         if self._resource_version:
             query["resourceVersion"] = self._resource_version
         try:
-            async for event in self._kube.watch(self._path, query=query, timeout_seconds=self._watch_timeout):
+            async for event in self._events(query):
                 await self._apply(event)
                 self._backoff.reset()
+                self.last_error = None
         except KubeError as exc:
             if exc.status == GONE:
                 raise ResourceExpiredError(exc.message) from exc
             raise
+
+    def _events(self, query: dict[str, str]) -> AsyncIterator[JSON]:
+        if self._metadata_only:
+            return self._kube.watch(
+                self._path, query=query, timeout_seconds=self._watch_timeout, accept=METADATA_WATCH_ACCEPT
+            )
+        return self._kube.watch(self._path, query=query, timeout_seconds=self._watch_timeout)
 
     async def _apply(self, event: JSON) -> None:
         event_type = event.get("type")

@@ -1,0 +1,65 @@
+"""What every benchmark shares: the control plane to run against, percentiles, and the results file.
+
+Imported by ``bench/admission.py``, ``bench/dynamic.py``, ``bench/flights.py`` and
+``bench/reconcile.py`` (each puts ``tools/`` and ``tests/`` on ``sys.path`` first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from devcluster.cluster import Cluster, ClusterState, running_state
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def control_plane(work: Path) -> Iterator[ClusterState]:
+    """The running ``make cluster-up`` cluster when ``DEVCLUSTER_REUSE=1``, else a temporary one in ``work``."""
+    if os.environ.get("DEVCLUSTER_REUSE") == "1":
+        state = running_state(REPO / ".local" / "cluster")
+        if state is None:
+            raise SystemExit("DEVCLUSTER_REUSE=1 but no cluster is running (make cluster-up)")
+        yield state
+        return
+    cluster = Cluster(work / "cluster", tie_to_parent=True)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values`` (``fraction`` in 0..1); NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """Count, min, p50 (median), p90, p99 and max of ``samples``."""
+    return {
+        "n": len(samples),
+        "min": min(samples),
+        "p50": statistics.median(samples),
+        "p90": percentile(samples, 0.9),
+        "p99": percentile(samples, 0.99),
+        "max": max(samples),
+    }
+
+
+def write_results(name: str, result: dict[str, Any], *, width: int = 36, print_values: bool = True) -> None:
+    """Write ``result`` to ``.local/bench/<name>.json``, after printing it one key a line if asked."""
+    for key, value in result.items() if print_values else ():
+        print(f"{key:{width}} {value}")
+    out = REPO / ".local" / "bench" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {out}")

@@ -1,0 +1,228 @@
+"""The webhook's watch-backed caches against ``FakeKube``: Airways, instance metadata, revision Secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fakes import settle
+from support import eventually
+from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision_secret
+
+from atc.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.reflector import METADATA_LIST_ACCEPT
+from atc_webhook.caches import AirwayInfo, CachedRevision, RevisionCache, WebhookCaches, effective_mode
+
+JSON = dict[str, Any]
+INSTANCES = "/apis/examples.com/v1/backends"
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+async def caches(kube: FakeKube) -> AsyncIterator[WebhookCaches]:
+    caches = WebhookCaches(kube, crd_retry_max_seconds=0.05)
+    task = asyncio.create_task(caches.run())
+    yield caches
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def synced(caches: WebhookCaches) -> None:
+    assert await caches.wait_synced(5), "caches did not sync"
+
+
+# ----------------------------------------------------------------------------------------------- modes
+@pytest.mark.parametrize(
+    ("override", "airway_mode", "expected"),
+    [
+        ("dynamic", "static", "dynamic"),
+        ("", "static", "static"),
+        ("bogus", "subscription", "subscription"),
+        ("", "", "standard"),
+        ("", "bogus", "standard"),
+    ],
+)
+def test_effective_mode(override: str, airway_mode: str, expected: str) -> None:
+    annotations = {"overrides.yoke.cd/mode": override} if override else {}
+    assert effective_mode(annotations, airway_mode) == expected
+
+
+def test_airway_info_from_the_template() -> None:
+    info = AirwayInfo.from_object(airway(version="v2", mode="dynamic"))
+    assert info is not None
+    assert (info.group_kind, info.api_version, info.collection_path, info.mode, info.namespaced) == (
+        "Backend.examples.com",
+        "examples.com/v2",
+        "/apis/examples.com/v2/backends",
+        "dynamic",
+        True,
+    )
+    assert AirwayInfo.from_object({"metadata": {"name": "x"}, "spec": {}}) is None
+
+
+# ----------------------------------------------------------------------------------------------- instances
+async def test_instances_are_found_by_ref_with_their_mode(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[AIRWAYS] = [airway()]
+    kube.collections[INSTANCES] = [
+        instance_metadata("one", "ns"),
+        instance_metadata("two", "ns", {"overrides.yoke.cd/mode": "dynamic"}),
+    ]
+    await synced(caches)
+    one = caches.instance("ns/Backend.examples.com:one")
+    assert one is not None
+    assert (one.mode, one.uid, one.airway.name) == ("static", "uid-one", "backends.examples.com")
+    two = caches.instance("ns/Backend.examples.com:two")
+    assert two is not None
+    assert two.mode == "dynamic"
+    assert caches.instance("ns/Backend.examples.com:three") is None
+    assert caches.instance("ns/Other.examples.com:one") is None
+    assert kube.accepts[INSTANCES] == METADATA_LIST_ACCEPT
+    assert caches.sizes() == {"airways": 1, "instances": 2, "revisions": 0}
+
+
+async def test_an_airway_whose_crd_is_not_served_does_not_block_readiness(
+    kube: FakeKube, caches: WebhookCaches
+) -> None:
+    kube.collections[AIRWAYS] = [airway()]  # no INSTANCES collection: 404
+    await synced(caches)
+    assert caches.airway_for("Backend.examples.com") is not None
+    assert caches.instance("ns/Backend.examples.com:one") is None
+    kube.collections[INSTANCES] = [instance_metadata("one", "ns")]
+
+    async def found() -> bool:
+        return caches.instance("ns/Backend.examples.com:one") is not None
+
+    await eventually(found, timeout=5, interval=0.02, what="instance listed once its CRD is served")
+
+
+async def test_airways_without_their_crd_installed_do_not_block_readiness(kube: FakeKube) -> None:
+    del kube.collections[AIRWAYS]
+    caches = WebhookCaches(kube)
+    task = asyncio.create_task(caches.run())
+    try:
+        await synced(caches)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_airways_come_change_and_go(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[INSTANCES] = [instance_metadata("one", "ns")]
+    await synced(caches)
+    assert caches.instance("ns/Backend.examples.com:one") is None
+    kube.emit(AIRWAYS, "ADDED", airway())
+
+    async def mode() -> str:
+        found = caches.instance("ns/Backend.examples.com:one")
+        return found.mode if found else ""
+
+    assert await eventually(mode, timeout=5, interval=0.02) == "static"
+    kube.emit(AIRWAYS, "MODIFIED", airway(mode="dynamic"))
+    await settle()
+    assert await mode() == "dynamic"
+    kube.emit(AIRWAYS, "DELETED", airway(mode="dynamic"))
+    await settle()
+    assert caches.airway_for("Backend.examples.com") is None
+    assert caches.instance("ns/Backend.examples.com:one") is None
+
+
+async def test_instance_annotation_changes_are_followed(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[AIRWAYS] = [airway()]
+    kube.collections[INSTANCES] = [instance_metadata("one", "ns")]
+    await synced(caches)
+    kube.emit(INSTANCES, "MODIFIED", instance_metadata("one", "ns", {"overrides.yoke.cd/mode": "subscription"}))
+    await settle()
+    found = caches.instance("ns/Backend.examples.com:one")
+    assert found is not None
+    assert found.mode == "subscription"
+
+
+# ----------------------------------------------------------------------------------------------- revisions
+def configmap(name: str, namespace: str = "ns", value: str = "1") -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"v": value},
+    }
+
+
+def test_the_active_revision_is_the_latest_active_at() -> None:
+    cache = RevisionCache()
+    old = revision_secret("yoke.a", "ns", "rel", [[configmap("cm", value="old")]], active_at="2026-01-01T00:00:00Z")
+    new = revision_secret("yoke.b", "ns", "rel", [[configmap("cm", value="new")]], active_at="2026-01-02T00:00:00Z")
+    cache.on_event("ADDED", new, None)
+    cache.on_event("ADDED", old, None)
+    active = cache.active("rel", "ns")
+    assert active is not None
+    assert active.name == "yoke.b"
+    assert active.desired("v1", "ConfigMap", "cm") == configmap("cm", value="new")
+    assert cache.active("rel", "other") is None
+    assert cache.active("other", "ns") is None
+    cache.on_event("DELETED", new, new)
+    active = cache.active("rel", "ns")
+    assert active is not None
+    assert active.name == "yoke.a"
+    assert len(cache) == 1
+
+
+def test_desired_matches_apiversion_kind_and_name_in_any_namespace() -> None:
+    cache = RevisionCache()
+    stages = [[configmap("cm", namespace="elsewhere")], [configmap("cm", value="second")]]
+    cache.on_event("ADDED", revision_secret("yoke.a", "ns", "rel", stages, active_at="2026-01-01T00:00:00Z"), None)
+    active = cache.active("rel", "ns")
+    assert active is not None
+    assert active.desired("v1", "ConfigMap", "cm") == configmap("cm", namespace="elsewhere")  # the first one
+    assert active.desired("v2", "ConfigMap", "cm") is None
+    assert active.desired("v1", "Secret", "cm") is None
+
+
+def test_stages_are_decoded_once_per_resource_version() -> None:
+    cache = RevisionCache()
+    secret = revision_secret("yoke.a", "ns", "rel", [[configmap("cm")]], active_at="2026-01-01T00:00:00Z")
+    cache.on_event("ADDED", secret, None)
+    first = cache.active("rel", "ns")
+    assert first is not None
+    stages = first.stages()
+    cache.on_event("RESYNC", secret, None)
+    again = cache.active("rel", "ns")
+    assert again is first
+    assert again.stages() is stages
+    changed = revision_secret("yoke.a", "ns", "rel", [[configmap("cm", value="2")]], active_at="2026-01-01T00:00:00Z")
+    changed["metadata"]["resourceVersion"] = "2"
+    cache.on_event("MODIFIED", changed, secret)
+    latest = cache.active("rel", "ns")
+    assert latest is not None
+    assert latest.desired("v1", "ConfigMap", "cm") == configmap("cm", value="2")
+
+
+def test_legacy_revisions_labelled_with_the_raw_release_name_count() -> None:
+    cache = RevisionCache()
+    secret = revision_secret("yoke.a", "ns", "rel", [[configmap("cm")]], active_at="2026-01-01T00:00:00Z")
+    secret["metadata"]["labels"]["internal.yoke/release"] = "rel"
+    cache.on_event("ADDED", secret, None)
+    assert cache.active("rel", "ns") is not None
+
+
+def test_undecodable_revisions_have_no_desired_objects() -> None:
+    secret = revision_secret("yoke.a", "ns", "rel", [], active_at="2026-01-01T00:00:00Z")
+    secret["data"]["resources"] = base64.b64encode(b"\x1f\x8bnot gzip").decode()
+    revision = CachedRevision.from_secret(secret)
+    assert revision.stages() == []
+    assert revision.desired("v1", "ConfigMap", "cm") is None
+
+
+async def test_revision_secrets_are_watched_by_label(kube: FakeKube, caches: WebhookCaches) -> None:
+    secret = revision_secret("yoke.a", "ns", "rel", [[configmap("cm")]], active_at="2026-01-01T00:00:00Z")
+    kube.collections[SECRETS] = [secret]
+    await synced(caches)
+    assert caches.desired_object("rel", "ns", "v1", "ConfigMap", "cm") == configmap("cm")
+    assert caches.active_stages("rel", "ns") == [[configmap("cm")]]
+    assert caches.active_stages("missing", "ns") is None

@@ -1,0 +1,139 @@
+"""An in-memory API server for the webhook's unit tests, and yoke-format objects to put in it.
+
+``FakeKube`` answers LISTs (JSON and metadata-only) from ``collections``
+(a path that is not there is 404, like a CRD that is not served), streams
+watch events that tests ``emit``, and records POSTs and server-side applies.
+Imported by ``tests/unit/test_webhook_caches.py`` and ``test_webhook_resources.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from atc.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.client import KubeClient, KubeError
+from atc.releases import encode_stages, sha1_hex
+
+JSON = dict[str, Any]
+SECRETS = "/api/v1/secrets"
+
+
+class FakeKube(KubeClient):
+    """Collections by path; watches fed by ``emit``; POSTs and applies recorded."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.collections: dict[str, list[JSON]] = {AIRWAYS: [], SECRETS: []}
+        self.streams: defaultdict[str, asyncio.Queue[JSON]] = defaultdict(asyncio.Queue)
+        self.posted: list[tuple[str, JSON]] = []
+        self.applied: list[tuple[str, JSON, str, bool]] = []
+        self.post_failures: list[KubeError] = []
+        self.accepts: dict[str, str] = {}
+
+    def _list(self, path: str) -> JSON:
+        if path not in self.collections:
+            raise KubeError(404, "404 page not found")
+        return {"metadata": {"resourceVersion": "1"}, "items": copy.deepcopy(self.collections[path])}
+
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+        self.requests["GET", path] += 1
+        return self._list(path)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = 30.0,
+    ) -> JSON:
+        self.requests[method, path] += 1
+        if method == "GET":
+            self.accepts[path] = accept
+            return self._list(path)
+        if self.post_failures:
+            raise self.post_failures.pop(0)
+        self.posted.append((path, body))
+        answer: JSON = body
+        return answer
+
+    async def apply(
+        self, path: str, body: JSON, *, field_manager: str, force: bool = False, dry_run: bool = False
+    ) -> JSON:
+        self.applied.append((path, body, field_manager, force))
+        return body
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout_seconds: int = 300,
+        accept: str = "application/json",
+    ) -> AsyncIterator[JSON]:
+        stream = self.streams[path]
+        while True:
+            yield await stream.get()
+
+    def emit(self, path: str, event_type: str, obj: JSON) -> None:
+        self.streams[path].put_nowait({"type": event_type, "object": obj})
+
+
+def airway(group: str = "examples.com", mode: str = "static", *, version: str = "v1", name: str = "") -> JSON:
+    return {
+        "apiVersion": "yoke.cd/v1alpha1",
+        "kind": "Airway",
+        "metadata": {"name": name or f"backends.{group}", "resourceVersion": "1"},
+        "spec": {
+            "mode": mode,
+            "template": {
+                "group": group,
+                "names": {"kind": "Backend", "plural": "backends"},
+                "scope": "Namespaced",
+                "versions": [{"name": version, "served": True, "storage": True}],
+            },
+        },
+    }
+
+
+def instance_metadata(name: str, namespace: str, annotations: dict[str, str] | None = None) -> JSON:
+    return {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "resourceVersion": "5",
+            "annotations": annotations or {},
+        },
+    }
+
+
+def revision_secret(
+    name: str, namespace: str, release: str, stages: list[list[JSON]], *, active_at: str, version: str = "1"
+) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": version,
+            "labels": {"internal.yoke/kind": "revision", "internal.yoke/release": sha1_hex(release)},
+            "annotations": {
+                "internal.yoke/created-at": active_at,
+                "internal.yoke/active-at": active_at,
+                "internal.yoke/release-name": release,
+            },
+        },
+        "data": {"resources": base64.b64encode(encode_stages(stages)).decode()},
+    }
