@@ -30,6 +30,7 @@ venv: $(STAMP)
 .PHONY: binaries
 binaries: $(STAMP)
 	$(DEVCLUSTER) build
+	@PYTHONPATH=tools $(PY) tools/helmcli.py >/dev/null
 
 .PHONY: cluster-up
 cluster-up: $(STAMP)

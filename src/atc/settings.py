@@ -5,7 +5,11 @@ Both services declare a pydantic model of their settings (subclasses of
 has an environment name (``SVC_NAME``) and a flag made from it (``--svc-name``);
 a flag wins over the environment, which wins over the default. A bare boolean
 flag means true, and list settings take comma-separated values.
-``--help`` lists every setting with its environment variable and default.
+``--help`` lists every setting with its environment variable, default and
+expected form; a bad value raises ``SettingsError`` naming the setting and the
+expected form, which the services' ``__main__`` print before exiting 2.
+``check_startup`` adds the checks that need the filesystem or environment
+(the kubeconfig exists, in-cluster config is possible, the CA file exists).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -50,6 +55,39 @@ def _is_list(model: type[SettingsBase], field: str) -> bool:
     return getattr(annotation, "__origin__", None) in (list, tuple)
 
 
+def expected_form(model: type[SettingsBase], field: str) -> str:
+    """What a value of ``field`` must look like, for ``--help`` and error messages (e.g. "an integer >= 1")."""
+    info = model.model_fields[field]
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("expected"), str):
+        return str(extra["expected"])
+    annotation = info.annotation
+    if annotation is bool:
+        return "true or false"
+    if _is_list(model, field):
+        return "comma-separated values"
+    if annotation is int:
+        noun = "an integer"
+    elif annotation is float:
+        noun = "a number"
+    else:
+        return "text"
+    low = high = ""
+    for item in info.metadata:  # annotated_types.Ge/Gt/Le/Lt from Field(ge=..., ...)
+        for attribute, operator in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            bound = getattr(item, attribute, None)
+            if bound is None:
+                continue
+            if attribute in ("ge", "gt"):
+                low = f"{operator} {bound}"
+            else:
+                high = f"{operator} {bound}"
+    if low.startswith(">= ") and high.startswith("<= "):
+        return f"{noun} from {low[3:]} to {high[3:]}"
+    bounds = [bound for bound in (low, high) if bound]
+    return f"{noun} {' and '.join(bounds)}" if bounds else noun
+
+
 def _default_text(model: type[SettingsBase], field: str) -> str:
     info = model.model_fields[field]
     if info.is_required():
@@ -62,15 +100,25 @@ def _default_text(model: type[SettingsBase], field: str) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps help at spaces only, so names like ``atc-controller`` and ``comma-separated`` stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser(model: type[SettingsBase], prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog="Every flag can also be given as the environment variable shown; the flag wins.",
     )
     for field, info in model.model_fields.items():
-        help_text = f"{info.description or ''} [env {env_name(field)}; default {_default_text(model, field)}]"
+        help_text = (
+            f"{info.description or ''} [env {env_name(field)}; default {_default_text(model, field)};"
+            f" {expected_form(model, field)}]"
+        )
         if _is_bool(model, field):
             parser.add_argument(
                 flag_name(field),
@@ -118,7 +166,8 @@ def _explain(model: type[SettingsBase], error: ValidationError) -> str:
         where = f"{env_name(field)} ({flag_name(field)})" if field in model.model_fields else field
         got = item.get("input")
         shown = "" if isinstance(got, dict) else f", got {got!r}"
-        lines.append(f"invalid setting {where}: {item['msg']}{shown}")
+        form = f" (expected {expected_form(model, field)})" if field in model.model_fields else ""
+        lines.append(f"invalid setting {where}: {item['msg']}{shown}{form}")
     return "failed to load config: " + "; ".join(lines)
 
 
@@ -144,11 +193,55 @@ def load_settings(
         raise SettingsError(_explain(model, exc)) from None
 
 
+def _invalid(field: str, problem: str) -> str:
+    return f"invalid setting {env_name(field)} ({flag_name(field)}): {problem}"
+
+
+def check_startup(settings: SettingsBase, environ: Mapping[str, str] | None = None) -> None:
+    """Checks a service makes before starting that need the filesystem or the environment.
+
+    Called by both services' ``__main__`` after ``load_settings``: ``KUBE`` names
+    a readable file, or is empty inside a pod (``KUBERNETES_SERVICE_HOST`` set);
+    ``CACHE_FS`` is not a file; the ``TLS_*`` files set explicitly exist (the
+    webhook's ``TLS_GENERATE_DIR`` generates missing ones, so it skips them).
+    Raises ``SettingsError`` naming every bad setting and what was expected.
+    """
+    env = os.environ if environ is None else environ
+    values = settings.model_dump()
+    problems: list[str] = []
+    kube = values.get("kube")
+    if isinstance(kube, str):
+        if kube and not os.path.isfile(kube):
+            problems.append(_invalid("kube", f"no such file {kube!r} (expected the path of a kubeconfig file)"))
+        elif not kube and not env.get("KUBERNETES_SERVICE_HOST"):
+            problems.append(
+                _invalid(
+                    "kube",
+                    "empty means in-cluster config, but KUBERNETES_SERVICE_HOST is not set (not in a pod); "
+                    "expected the path of a kubeconfig file",
+                )
+            )
+    cache_fs = values.get("cache_fs")
+    if isinstance(cache_fs, str) and os.path.exists(cache_fs) and not os.path.isdir(cache_fs):
+        problems.append(_invalid("cache_fs", f"{cache_fs!r} is not a directory (expected a directory path)"))
+    if not values.get("tls_generate_dir"):
+        for field in ("tls_ca_cert", "tls_server_cert", "tls_server_key"):
+            path = values.get(field)
+            if isinstance(path, str) and path and not os.path.isfile(path):
+                problems.append(_invalid(field, f"no such file {path!r} (expected the path of a PEM file)"))
+    if problems:
+        raise SettingsError("failed to load config: " + "; ".join(problems))
+
+
 class CommonSettings(SettingsBase):
     """Settings both services read, with yoke's environment names (spec 12.1)."""
 
-    kube: str = Field("", description="kubeconfig path; empty means in-cluster config")
-    log_format: str = Field("json", description="log format: json or text")
+    kube: str = Field(
+        "",
+        description="kubeconfig path; empty means in-cluster config",
+        json_schema_extra={"expected": "a kubeconfig file path or empty"},
+    )
+    log_format: str = Field("json", description="log format", json_schema_extra={"expected": "json or text"})
     verbose: bool = Field(False, description="log every external-resource admission request")
     cache_fs: str = Field("/tmp", description="directory for downloaded and compiled wasm modules")
     module_allow_list: list[str] = Field(
@@ -157,6 +250,13 @@ class CommonSettings(SettingsBase):
     module_verification_keys_path: str = Field(
         "", description="module signature verification keys (not supported yet: setting it stops the service)"
     )
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("unknown log format")
+        return value
 
     @field_validator("module_verification_keys_path")
     @classmethod
@@ -172,6 +272,7 @@ class CommonSettings(SettingsBase):
         "",
         description="base URL the API server calls the webhook at (e.g. https://127.0.0.1:8443) in webhook "
         "configurations, for local and test runs; empty means through the Service (SVC_NAMESPACE/SVC_NAME:SVC_PORT)",
+        json_schema_extra={"expected": "an https:// URL or empty"},
     )
     flight_stdout_limit_mib: int = Field(16, ge=1, le=1024, description="largest flight output accepted, in MiB")
     yoke_version: str = Field(DEFAULT_YOKE_VERSION, description="YOKE_VERSION that flights see")

@@ -1,13 +1,29 @@
-"""Settings come from yoke-style flags over environment variables over defaults."""
+"""Settings come from yoke-style flags over environment variables over defaults.
+
+Also runs the installed console scripts (``atc-controller``, ``atc-webhook`` next to the test
+interpreter) to check ``--help`` and the one-line, exit-2 errors for bad configuration.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from atc.settings import SettingsError, env_name, flag_name, load_settings
+from atc.settings import (
+    SettingsBase,
+    SettingsError,
+    _default_text,
+    check_startup,
+    env_name,
+    expected_form,
+    flag_name,
+    load_settings,
+)
 from atc_controller.settings import ControllerSettings
 from atc_webhook.settings import WebhookSettings
 
@@ -46,6 +62,51 @@ def test_bad_value_names_the_setting_and_the_expected_form() -> None:
     assert message.startswith("failed to load config: invalid setting SVC_PORT (--svc-port)")
     assert "valid integer" in message
     assert "'eighty'" in message
+    assert "(expected an integer from 1 to 65535)" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "form"),
+    [
+        ({"CONCURRENCY": "abc"}, "CONCURRENCY", "an integer >= 1"),
+        ({"LEADER_ELECT": "maybe"}, "LEADER_ELECT", "true or false"),
+        ({"LEASE_DURATION_SECONDS": "soon"}, "LEASE_DURATION_SECONDS", "a number > 0"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "json or text"),
+        ({"WEBHOOK_URL": "http://x"}, "WEBHOOK_URL", "an https:// URL or empty"),
+    ],
+)
+def test_errors_say_what_form_is_expected(env: dict[str, str], name: str, form: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(ControllerSettings, [], env, prog="t", description="t")
+    assert f"invalid setting {name} ({flag_name(name.lower())})" in str(error.value)
+    assert f"(expected {form})" in str(error.value)
+
+
+def test_startup_checks_name_the_kubeconfig_and_files(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    check_startup(load([], {"KUBE": str(kubeconfig)}), {})  # a file: fine
+    check_startup(load([], {}), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})  # in a pod: fine
+    with pytest.raises(SettingsError, match=r"invalid setting KUBE \(--kube\): no such file .*kubeconfig file"):
+        check_startup(load([], {"KUBE": str(tmp_path / "missing")}), {})
+    with pytest.raises(SettingsError, match=r"KUBE \(--kube\): empty means in-cluster config"):
+        check_startup(load([], {}), {})
+    with pytest.raises(SettingsError, match=r"invalid setting CACHE_FS .*not a directory"):
+        check_startup(load([], {"KUBE": str(kubeconfig), "CACHE_FS": str(kubeconfig)}), {})
+    missing_cert = {"KUBE": str(kubeconfig), "TLS_SERVER_CERT": str(tmp_path / "tls.crt")}
+    with pytest.raises(SettingsError, match=r"invalid setting TLS_SERVER_CERT .*no such file"):
+        check_startup(load([], missing_cert), {})
+    check_startup(load([], {**missing_cert, "TLS_GENERATE_DIR": str(tmp_path)}), {})  # generated at startup
+
+
+@pytest.mark.parametrize("model", [ControllerSettings, WebhookSettings])
+def test_every_field_has_a_described_expected_form(model: type[SettingsBase]) -> None:
+    for field, info in model.model_fields.items():
+        assert info.description, field
+        form = expected_form(model, field)
+        assert form, field
+        if info.annotation in (int, float):
+            assert form.startswith(("an integer", "a number")), (field, form)
 
 
 def test_out_of_range_is_rejected() -> None:
@@ -73,6 +134,77 @@ def test_bad_configuration_exits_2_with_the_setting_named(script: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--svc-port", "x"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid setting SVC_PORT (--svc-port)" in done.stderr
+
+
+SCRIPTS = [("atc-controller", ControllerSettings), ("atc-webhook", WebhookSettings)]
+
+
+def script_path(script: str) -> Path:
+    """The console script pip installed next to the interpreter running the tests (``.venv/bin``)."""
+    path = Path(sys.executable).parent / script
+    assert path.is_file(), f"{path} missing: install the project (make venv)"
+    return path
+
+
+def run_script(script: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {key: value for key, value in os.environ.items() if key not in ("KUBE", "KUBERNETES_SERVICE_HOST")}
+    return subprocess.run(
+        [str(script_path(script)), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(("script", "model"), SCRIPTS)
+def test_console_script_help_lists_every_env_var_with_its_default(script: str, model: type[SettingsBase]) -> None:
+    done = run_script(script, "--help")
+    assert done.returncode == 0, done.stderr
+    help_text = " ".join(done.stdout.split())
+    assert help_text.startswith(f"usage: {script}")
+    for field in model.model_fields:
+        default = " ".join(_default_text(model, field).split())
+        shown = f"[env {env_name(field)}; default {default}; {expected_form(model, field)}]"
+        assert shown in help_text, shown
+    # the defaults shown are the model's own: e.g. the webhook's port and the controller's metrics port
+    assert ("[env PORT; default 3000;" in help_text) is (model is WebhookSettings)
+    assert ("[env METRICS_PORT; default 8080;" in help_text) is (model is ControllerSettings)
+
+
+@pytest.mark.parametrize(
+    ("script", "env", "name", "form"),
+    [
+        ("atc-controller", {"CONCURRENCY": "abc"}, "CONCURRENCY", "an integer"),
+        ("atc-webhook", {"PORT": "https"}, "PORT", "an integer from 1 to 65535"),
+        ("atc-webhook", {"REGISTER_WEBHOOKS": "perhaps"}, "REGISTER_WEBHOOKS", "true or false"),
+        ("atc-controller", {"KUBE": "/nonexistent/kubeconfig"}, "KUBE", "kubeconfig file"),
+        ("atc-webhook", {}, "KUBE", "kubeconfig file"),
+    ],
+)
+def test_console_script_bad_value_exits_2_naming_the_setting(
+    script: str, env: dict[str, str], name: str, form: str
+) -> None:
+    done = run_script(script, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert re.search(rf"^{script}: failed to load config: invalid setting {name} \(", done.stderr, re.MULTILINE)
+    assert form in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("script", ["atc-controller", "atc-webhook"])
+def test_console_script_unusable_kubeconfig_exits_2(script: str, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")  # no contexts
+    env = {"KUBE": str(kubeconfig), "CACHE_FS": str(tmp_path / "cache")}
+    if script == "atc-webhook":  # the kubeconfig is loaded before the port is bound
+        env["TLS_GENERATE_DIR"] = str(tmp_path / "tls")
+    else:
+        env.update(HEALTH_PORT="0", METRICS_PORT="0")
+    done = run_script(script, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert f"{script}: failed to load config: invalid setting KUBE (--kube)" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_signature_keys_are_refused_until_verification_exists() -> None:

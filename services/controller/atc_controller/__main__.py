@@ -1,4 +1,9 @@
-"""Entry point of ``atc-controller``: read settings, set up logging, run the controller (``app.run``)."""
+"""Entry point of ``atc-controller`` (the console script): read settings, set up logging, run ``app.run``.
+
+Exit codes: 0 after a graceful shutdown, 1 on an unexpected error, 2 for bad settings (a bad value,
+a missing kubeconfig or CA file, an unusable kubeconfig): one line on stderr naming the setting and
+the expected form, no traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from kubernetes_asyncio.config.config_exception import ConfigException
+
 from atc.logs import configure_logging
-from atc.settings import SettingsError, load_settings
+from atc.settings import SettingsError, check_startup, load_settings
 
 from . import app
 from .settings import ControllerSettings
@@ -19,6 +26,7 @@ DESCRIPTION = "Air Traffic Controller: reconciles Airways, their instances, Flig
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(ControllerSettings, argv, prog="atc-controller", description=DESCRIPTION)
+        check_startup(settings)
     except SettingsError as exc:
         print(f"atc-controller: {exc}", file=sys.stderr)
         return 2
@@ -26,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("atc.controller").info("starting atc-controller", extra={"concurrency": settings.concurrency})
     try:
         return asyncio.run(app.run(settings))
+    except ConfigException as exc:
+        print(f"atc-controller: failed to load config: invalid setting KUBE (--kube): {exc}", file=sys.stderr)
+        return 2
     except Exception:
         logging.getLogger("atc.controller").exception("program exiting with error")
         return 1

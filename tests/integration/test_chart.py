@@ -1,0 +1,371 @@
+"""The Helm chart ``charts/atc``: lint, render, schema, API-server acceptance, RBAC breadth and sufficiency.
+
+Uses a pinned helm built from ``tools/kbin/helm`` (``tools/helmcli.py``) and the local control
+plane. The rendered static webhook configurations are compared with what
+``atc.webhooks.static_webhook_configs`` builds, so the chart and the services cannot disagree. The
+RBAC sufficiency test creates the chart's ServiceAccounts, ClusterRoles, Role and bindings for real,
+runs both services as subprocesses authenticated as those accounts (no cluster-admin), reconciles
+the Backend scenario to Ready, and checks that writes outside the granted rules are refused.
+Run with ``DEVCLUSTER_REUSE=1 .venv/bin/pytest -q tests/integration/test_chart.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helmcli
+import pytest
+import yaml
+from harness import Harness
+from support import eventually
+
+from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
+from atc.webhooks import static_webhook_configs
+
+pytestmark = pytest.mark.cluster
+
+Object = dict[str, Any]
+CHART = Path(__file__).resolve().parents[2] / "charts" / "atc"
+TLS_MODES: dict[str, list[str]] = {
+    "selfSigned": [],
+    "certManager": [],
+    "existingSecret": ["--set", "tls.secretName=my-webhook-tls"],
+}
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+# kind -> (API prefix, plural, namespaced) of every kind the chart renders
+RESOURCES = {
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "Service": ("/api/v1", "services", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "ClusterRole": (RBAC, "clusterroles", False),
+    "ClusterRoleBinding": (RBAC, "clusterrolebindings", False),
+    "Role": (RBAC, "roles", True),
+    "RoleBinding": (RBAC, "rolebindings", True),
+    "ValidatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        False,
+    ),
+}
+# kinds whose CRDs (cert-manager, Prometheus Operator) the local cluster does not have
+FOREIGN_KINDS = {"Issuer", "Certificate", "ServiceMonitor"}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+async def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(helmcli.run_helm, list(args), check=check)
+
+
+async def render(namespace: str, *args: str, release: str = "atc", crds: bool = True) -> list[Object]:
+    """``helm template`` output as a list of objects."""
+    flags = ["--include-crds"] if crds else []
+    done = await helm("template", release, str(CHART), "--namespace", namespace, *flags, *args)
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(objects: list[Object], kind: str) -> list[Object]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def api_path(obj: Object) -> str:
+    prefix, plural, namespaced = RESOURCES[obj["kind"]]
+    meta = obj["metadata"]
+    scope = f"/namespaces/{meta['namespace']}" if namespaced else ""
+    return f"{prefix}{scope}/{plural}/{meta['name']}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The ``WebhookTarget`` fields ``atc.webhooks`` builds configurations from."""
+
+    svc_name: str
+    svc_namespace: str
+    svc_port: int = 443
+    webhook_url: str = ""
+    tls_ca_cert: str = ""
+
+
+async def token_kubeconfig(kube: KubeClient, admin: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig authenticating as an existing ServiceAccount (no binding made here)."""
+    token = await kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
+    )
+    config = json.loads(await asyncio.to_thread(admin.read_text))
+    config["users"] = [{"name": account, "user": {"token": token["status"]["token"]}}]
+    config["contexts"] = [{"name": "local", "context": {"cluster": "local", "user": account}}]
+    path = admin.parent / f"kubeconfig-{namespace}-{account}"
+    await asyncio.to_thread(path.write_text, json.dumps(config))
+    return path
+
+
+async def refusal(kube: KubeClient, method: str, path: str, body: Object | None = None) -> KubeError:
+    with pytest.raises(KubeError) as refused:
+        await kube.request(method, path, body=body)
+    return refused.value
+
+
+# ---------------------------------------------------------------------------------------------- lint, render, schema
+async def test_helm_lint_passes_also_strict() -> None:
+    for strict in ([], ["--strict"]):
+        done = await helm("lint", str(CHART), *strict)
+        assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+        assert "[ERROR]" not in done.stdout
+        assert "[WARNING]" not in done.stdout
+
+
+@pytest.mark.parametrize("mode", list(TLS_MODES))
+async def test_every_tls_mode_renders_what_it_needs(mode: str) -> None:
+    objects = await render("atc-system", "--set", f"tls.mode={mode}", *TLS_MODES[mode])
+    kinds = {obj["kind"] for obj in objects}
+    assert {"CustomResourceDefinition", "Deployment", "Service", "PodDisruptionBudget"} <= kinds
+    configs = {obj["metadata"]["name"]: obj for obj in by_kind(objects, "ValidatingWebhookConfiguration")}
+    assert set(configs) == {"atc-airway", "atc-flight", "atc-resources"}
+    secrets = by_kind(objects, "Secret")
+    bundles = {w["clientConfig"].get("caBundle") for c in configs.values() for w in c["webhooks"]}
+    if mode == "selfSigned":
+        (secret,) = secrets
+        assert secret["metadata"]["name"] == "atc-webhook-tls"
+        assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+        assert bundles == {secret["data"]["ca.crt"]}  # the same CA the Secret holds
+        assert base64.b64decode(secret["data"]["ca.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
+    elif mode == "certManager":
+        assert not secrets
+        assert bundles == {None}  # cert-manager's cainjector fills it in
+        (certificate,) = [c for c in by_kind(objects, "Certificate") if c["metadata"]["name"] == "atc-webhook"]
+        assert certificate["spec"]["secretName"] == "atc-webhook-tls"
+        assert "atc.atc-system.svc" in certificate["spec"]["dnsNames"]
+        for config in configs.values():
+            assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "atc-system/atc-webhook"
+    else:
+        assert not secrets  # the user's Secret; no lookup possible in `helm template`, no tls.caBundle given
+        assert bundles == {None}
+    for deployment in by_kind(objects, "Deployment"):
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        tls_volume = volumes.get("tls") or volumes["webhook-ca"]
+        assert tls_volume["secret"]["secretName"] == (
+            "my-webhook-tls" if mode == "existingSecret" else "atc-webhook-tls"
+        )
+
+
+async def test_existing_secret_mode_takes_the_ca_bundle_from_values_and_requires_a_secret_name() -> None:
+    bundle = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n").decode()
+    objects = await render(
+        "atc-system", "--set", "tls.mode=existingSecret", "--set", "tls.secretName=s", "--set", f"tls.caBundle={bundle}"
+    )
+    for config in by_kind(objects, "ValidatingWebhookConfiguration"):
+        assert config["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+    done = await helm("template", "atc", str(CHART), "--set", "tls.mode=existingSecret", check=False)
+    assert done.returncode != 0
+    assert "tls.secretName is required with tls.mode=existingSecret" in done.stderr
+
+
+async def test_the_static_webhook_configs_equal_what_the_services_build() -> None:
+    objects = await render("atc-system", release="atc")
+    rendered = {obj["metadata"]["name"]: obj for obj in by_kind(objects, "ValidatingWebhookConfiguration")}
+    ca = base64.b64decode(by_kind(objects, "Secret")[0]["data"]["ca.crt"])
+    expected = static_webhook_configs(Target("atc", "atc-system"), ca_bundle=ca)
+    assert len(expected) == len(rendered) == 3
+    for config in expected:
+        chart = rendered[config["metadata"]["name"]]
+        assert chart["webhooks"] == config["webhooks"]
+        assert chart["apiVersion"] == config["apiVersion"]
+
+
+async def test_the_services_get_the_settings_the_chart_promises() -> None:
+    objects = await render(
+        "atc-system", "--set", "moduleAllowList={oci://reg/*,https://x/*}", "--set", "logFormat=text"
+    )
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    assert set(deployments) == {"atc-controller", "atc-webhook"}
+    envs = {}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        envs[name] = {e["name"]: e["value"] for e in container["env"]}
+        assert deployment["spec"]["replicas"] == 2
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        cache = next(m for m in container["volumeMounts"] if m["name"] == "cache")
+        assert cache["mountPath"] == "/tmp"
+        assert envs[name]["CACHE_FS"] == "/tmp"
+        assert {v["name"]: v for v in pod["volumes"]}["cache"]["emptyDir"]
+        assert envs[name]["TLS_CA_CERT"] == "/etc/atc/tls/ca.crt"
+        assert envs[name]["SVC_NAME"] == "atc"
+        assert envs[name]["SVC_NAMESPACE"] == "atc-system"
+        assert envs[name]["SVC_PORT"] == "443"
+        assert envs[name]["MODULE_ALLOW_LIST"] == "oci://reg/*,https://x/*"
+        assert envs[name]["LOG_FORMAT"] == "text"
+    controller, webhook = deployments["atc-controller"], deployments["atc-webhook"]
+    assert controller["spec"]["template"]["spec"]["serviceAccountName"] == "atc-service-account"
+    assert envs["atc-controller"]["HEALTH_PORT"] == "8081"
+    assert envs["atc-controller"]["METRICS_PORT"] == "8080"
+    probes = controller["spec"]["template"]["spec"]["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert envs["atc-webhook"]["REGISTER_WEBHOOKS"] == "false"
+    assert envs["atc-webhook"]["TLS_SERVER_CERT"] == "/etc/atc/tls/tls.crt"
+    assert envs["atc-webhook"]["PORT"] == "3000"
+    webhook_probe = webhook["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert webhook_probe == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "atc"]
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https"}]
+
+
+async def test_the_schema_rejects_bad_values_with_a_clear_error() -> None:
+    done = await helm("template", "atc", str(CHART), "--set-string", "controller.replicaCount=two", check=False)
+    assert done.returncode != 0
+    assert "at '/controller/replicaCount': got string, want integer" in done.stderr
+    done = await helm("template", "atc", str(CHART), "--set", "tls.mode=manual", check=False)
+    assert done.returncode != 0
+    assert "at '/tls/mode': value must be one of 'selfSigned', 'certManager', 'existingSecret'" in done.stderr
+    done = await helm("template", "atc", str(CHART), "--set", "controller.serviceAccount.name=other", check=False)
+    assert done.returncode != 0
+    assert 'controller.serviceAccount.name must be "atc-service-account"' in done.stderr
+
+
+async def test_no_rule_pairs_a_wildcard_verb_with_a_wildcard_resource_by_default() -> None:
+    objects = await render("atc-system")
+    roles = by_kind(objects, "ClusterRole") + by_kind(objects, "Role")
+    assert len(roles) == 3  # controller ClusterRole, its leader-election Role, webhook ClusterRole
+    for role in roles:
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"], (role["metadata"]["name"], rule)
+            for dangerous in ("escalate", "bind", "impersonate"):
+                assert dangerous not in rule["verbs"], (role["metadata"]["name"], rule)
+            if "*" in rule.get("resources", []):
+                assert set(rule["verbs"]) <= {"get", "list", "watch", "update", "patch"}, rule
+
+
+async def test_the_default_airway_and_flight_rules_are_values() -> None:
+    objects = await render(
+        "atc-system",
+        "--set",
+        "controller.rbac.airwayGroups={examples.com}",
+        "--set",
+        "controller.rbac.readAllResources=false",
+        "--set",
+        "controller.rbac.flightResources[0].apiGroups={apps}",
+        "--set",
+        "controller.rbac.flightResources[0].resources={deployments}",
+    )
+    rules = {r["metadata"]["name"]: r["rules"] for r in by_kind(objects, "ClusterRole")}
+    assert all("*" not in rule["apiGroups"] for rules_ in rules.values() for rule in rules_)
+    assert {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    } in rules["atc-controller"]
+    assert {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "create", "update", "patch"],
+    } in rules["atc-webhook"]
+
+
+# ---------------------------------------------------------------------------------------------- the API server
+@pytest.mark.parametrize("mode", list(TLS_MODES))
+async def test_the_api_server_accepts_every_rendered_object(kubeconfig: Path, namespace: str, mode: str) -> None:
+    objects = await render(namespace, "--set", f"tls.mode={mode}", *TLS_MODES[mode], "--set", "fullnameOverride=c")
+    async with await KubeClient.connect(str(kubeconfig)) as kube:
+        for obj in objects:
+            if obj["kind"] in FOREIGN_KINDS:
+                continue
+            # dryRun=All: validated, defaulted and admitted as a real write, then nothing is stored
+            accepted = await kube.apply(api_path(obj), obj, field_manager="chart-test", force=True, dry_run=True)
+            assert accepted["metadata"]["name"] == obj["metadata"]["name"]
+    assert {obj["kind"] for obj in objects} - FOREIGN_KINDS <= set(RESOURCES)
+
+
+# ---------------------------------------------------------------------------------------------- RBAC sufficiency
+def secret_hash(data: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{k}={data[k]}\n" for k in sorted(data)).encode()).hexdigest()
+
+
+async def deployment_hash(harness: Harness, name: str) -> str:
+    deployment = await harness.kube.get(f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/{name}")
+    return str(deployment["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])
+
+
+async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(
+    harness: Harness, kubeconfig: Path, namespace: str
+) -> None:
+    fullname = f"atc-{namespace}"  # cluster-scoped names unique to the test; also SVC_NAME
+    objects = await render(namespace, "--set", f"fullnameOverride={fullname}", "--set", "webhooks.create=false")
+    kube = harness.kube
+    for obj in objects:
+        if obj["kind"] not in RBAC_KINDS:
+            continue
+        path = api_path(obj)
+        await kube.apply(path, obj, field_manager="chart-test", force=True)
+        if not RESOURCES[obj["kind"]][2]:
+            harness.cleanups.append(path)
+    controller_sa, webhook_sa = f"{fullname}-service-account", f"{fullname}-webhook"
+    controller_kc = await token_kubeconfig(kube, kubeconfig, namespace, controller_sa)
+    webhook_kc = await token_kubeconfig(kube, kubeconfig, namespace, webhook_sa)
+
+    # the webhook as its own ServiceAccount; the chart owns the static configs, here the test applies
+    # them (with a url clientConfig: the webhook runs on this host, not behind the Service)
+    webhook = await harness.start_webhook(KUBE=str(webhook_kc), REGISTER_WEBHOOKS="false", SVC_NAME=fullname)
+    target = Target(fullname, namespace, webhook_url=webhook.url, tls_ca_cert=str(webhook.ca_cert))
+    for config in static_webhook_configs(target):
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{config['metadata']['name']}"
+        await kube.apply(path, config, field_manager="chart-test", force=True)
+    await harness.start_controller(
+        KUBE=str(controller_kc), SVC_NAME=fullname, TLS_CA_CERT=str(webhook.ca_cert), WEBHOOK_URL=webhook.url
+    )
+
+    ref = await harness.create_airway("backend", mode="dynamic", clusterAccess=True)
+    await harness.wait_airway_ready(ref)
+    await harness.create_instance(ref, "api", {"secretData": {"password": "first"}, "replicas": 1})
+    await harness.wait_condition(ref, "api", "True", "Ready", timeout=90)
+    assert await deployment_hash(harness, "api") == secret_hash({"password": "first"})
+    secret_path = f"/api/v1/namespaces/{namespace}/secrets/api-secret"
+    await kube.request("PATCH", secret_path, body={"stringData": {"password": "second"}}, content_type=MERGE_PATCH)
+
+    async def rolled() -> bool:  # the webhook's signal reached the controller, which re-ran the flight
+        return await deployment_hash(harness, "api") == secret_hash({"password": "second"})
+
+    await eventually(rolled, timeout=45, what="pod template hash follows the Secret")
+    lease = await kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/atc-controller")
+    assert lease["spec"]["holderIdentity"]
+
+    # writes outside the granted rules are refused
+    async with await KubeClient.connect(str(controller_kc)) as as_controller:
+        binding = {
+            "metadata": {"name": f"{fullname}-escalate"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": controller_sa, "namespace": namespace}],
+        }
+        refused = await refusal(as_controller, "POST", f"{RBAC}/clusterrolebindings", binding)
+        assert refused.status == 403, refused.message
+        assert "clusterrolebindings" in refused.message
+        refused = await refusal(as_controller, "DELETE", "/api/v1/nodes/any-node")
+        assert refused.status == 403, refused.message
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        refused = await refusal(as_controller, "POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        assert refused.status == 403, refused.message  # pods are not in the default flightResources
+    async with await KubeClient.connect(str(webhook_kc)) as as_webhook:
+        refused = await refusal(as_webhook, "DELETE", secret_path)
+        assert refused.status == 403, refused.message
+        config = {"metadata": {"name": f"{fullname}-rogue"}, "webhooks": []}
+        refused = await refusal(
+            as_webhook, "POST", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations", config
+        )
+        assert refused.status == 403, refused.message  # the chart owns the webhook configurations
