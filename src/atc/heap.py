@@ -7,7 +7,7 @@ on this 2-core machine, and at 1,000 admission requests/s such pauses queued
 requests for hundreds of milliseconds. ``freeze_long_lived`` collects once
 and moves every surviving object to the permanent generation, which later
 collections skip. Called by the webhook once its caches are synced and by
-the controller after start-up.
+the controller once it leads and its caches are synced.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ CPU, and keys the on-disk compiled cache. The linker defines WASI preview 1,
 a deadline-aware ``poll_oneoff`` and both ``host`` imports (always, so every
 yoke flight links with or without cluster access). A daemon thread advances
 the epoch every ``TICK_SECONDS`` while at least one flight runs (``running``)
-and sleeps otherwise: an idle tick still takes the GIL 100 times a second,
-which put the webhook's admission p99 from 3 ms to hundreds of ms. Each
+and sleeps otherwise, so an idle process (the webhook between dry-runs) is
+not woken, and the GIL not taken, 100 times a second for nothing. Each
 running store checks the epoch (see ``atc.wasm.runner``). Flights run on the
 engine's own thread pool.
 """
