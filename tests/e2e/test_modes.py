@@ -246,6 +246,32 @@ async def test_instance_admission_denies_bad_input_and_unauthorised_overrides(ha
         await as_alice.request("POST", ref.collection(harness.namespace), body=body)  # without overrides she may
 
 
+async def test_flight_admission_dry_runs_the_flight_as_the_controller_would(harness: Harness) -> None:
+    await harness.start_atc()
+    flights = f"/apis/yoke.cd/v1alpha1/namespaces/{harness.namespace}/flights"
+
+    def flight(name: str, wasm: str, spec: Object) -> Object:
+        body = {"wasmUrl": wasm, "inputObject": {"metadata": {"name": name}, "spec": spec}}
+        return {"apiVersion": "yoke.cd/v1alpha1", "kind": "Flight", "metadata": {"name": name}, "spec": body}
+
+    with pytest.raises(KubeError) as failing:
+        await harness.kube.request("POST", flights, body=flight("doomed", str(harness.build_flight("failing")), {}))
+    message = denial(failing.value)
+    assert message.startswith('admission webhook "flights.yoke.cd" denied the request:')
+    assert "intentional failure for doomed" in message
+    assert await harness.kube.get_or_none(f"{flights}/doomed") is None
+    await harness.kube.request("POST", flights, body=flight("web", str(harness.build_flight("basic")), {"replicas": 1}))
+
+    async def ready() -> Object | None:
+        obj = await harness.kube.get(f"{flights}/web")
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return obj if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+
+    await eventually(ready, timeout=60, what="the admitted Flight Ready")
+    deployment = await harness.kube.get(f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web")
+    assert deployment["metadata"]["annotations"]["instance.atc.yoke.cd/release"] == "web"  # the bare name
+
+
 async def test_outage_writes_pass_and_drift_repair_converges(harness: Harness) -> None:
     _, webhook = await harness.start_atc()
     ref = await ready_airway(harness, "multi", mode="static", fixDriftInterval="2s")

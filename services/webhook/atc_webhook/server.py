@@ -211,6 +211,7 @@ def _flight_services(settings: WebhookSettings, kube: KubeClient) -> FlightServi
         modules,
         allow_list=tuple(settings.module_allow_list),
         flight_stdout_limit=settings.flight_stdout_limit_mib << 20,
+        yoke_version=settings.yoke_version,
     )
 
 

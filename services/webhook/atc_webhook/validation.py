@@ -26,10 +26,11 @@ from atc.airway_template import airway_crd
 from atc.constants import (
     ANNOTATION_OVERRIDE_FLIGHT,
     ANNOTATION_OVERRIDE_MODE,
+    DEFAULT_YOKE_VERSION,
     FIELD_MANAGER_APPLY,
-    MANAGED_BY_ATC,
     MANAGED_BY_YOKE,
 )
+from atc.flight.flight_object import flight_takeoff_request
 from atc.flight.invocation import converter_invocation, timeout_seconds
 from atc.gocompat import DurationError, go_json
 from atc.k8s.client import KubeClient, KubeError
@@ -61,6 +62,7 @@ class FlightServices:
     modules: ModuleCache
     allow_list: tuple[str, ...] = ()
     flight_stdout_limit: int = 16 << 20
+    yoke_version: str = DEFAULT_YOKE_VERSION
 
     @property
     def kube(self) -> KubeClient:
@@ -113,24 +115,15 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
         return deny("Forbidden", str(exc))
     except ModuleError as exc:
         return deny("InternalError", str(exc))
-    meta = flight.get("metadata") or {}
-    name, namespace = str(meta.get("name", "")), str(meta.get("namespace") or "default")
-    request = TakeoffRequest(
-        release=name,
-        namespace=namespace,
-        module=module,
-        source_url=spec.wasm_url,
-        stdin=spec.stdin(),
-        args=tuple(spec.args),
+    request = flight_takeoff_request(
+        flight,
+        kind,
+        spec,
+        module,
         timeout=timeout,
-        max_memory_mib=spec.max_memory_mib,
         stdout_limit=services.flight_stdout_limit,
-        access=ClusterAccess(
-            spec.cluster_access, name, namespace, tuple(spec.resource_access_matchers), _gateway(services)
-        ),
-        managed_by=MANAGED_BY_ATC,
-        owner_references=[_owner_reference(flight, kind)],
-        cross_namespace=kind == "ClusterFlight",
+        yoke_version=services.yoke_version,
+        gateway=_gateway(services),
         dry_run=True,
     )
     try:
@@ -253,6 +246,7 @@ async def _instance_takeoff(
         timeout=timeout_seconds(spec.timeout),
         max_memory_mib=spec.max_memory_mib,
         stdout_limit=services.flight_stdout_limit,
+        yoke_version=services.yoke_version,
         access=access,
         managed_by=MANAGED_BY_YOKE,
         owner_references=[_owner_reference(instance)],

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from atc.constants import FINALIZER_INSTANCE, MANAGED_BY_ATC
+from atc.constants import FINALIZER_INSTANCE
+from atc.flight.flight_object import flight_release, flight_takeoff_request
 from atc.flight.invocation import timeout_seconds
 from atc.gocompat import DurationError
 from atc.k8s.apply import mapping_for, object_path
@@ -27,9 +28,7 @@ from atc.k8s.reflector import Reflector
 from atc.k8s.refs import resource_ref, split_api_version
 from atc.models import FlightSpec
 from atc.prune import PruneOptions, mayday
-from atc.releases import flight_release_prefix
-from atc.takeoff import TakeoffError, TakeoffRequest, TakeoffResult, takeoff
-from atc.wasm.access import ClusterAccess
+from atc.takeoff import TakeoffError, TakeoffResult, takeoff
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError
@@ -95,13 +94,6 @@ class FlightReconciler:
             await self.context.events.record(flight, NORMAL, "RevisionApplied", message)
         return Result(requeue_after=drift or None)
 
-    def _release(self, flight: Object) -> tuple[str, str, str]:
-        """(history name, bare name, namespace)."""
-        meta = flight["metadata"]
-        namespace = meta.get("namespace") or ""
-        prefix = flight_release_prefix(self.kind, namespace)
-        return prefix + meta["name"], meta["name"], namespace or "default"
-
     async def _takeoff(self, flight: Object, spec: FlightSpec) -> TakeoffResult:
         await mark_in_progress(self.context.kube, self._path(flight), flight, "fetching flight wasm module")
         try:
@@ -112,35 +104,20 @@ class FlightReconciler:
         except ModuleError as exc:
             raise TakeoffError(f"failed to get wasm module: {exc}") from None
         await mark_in_progress(self.context.kube, self._path(flight), flight, "Flight is taking off")
-        release, bare, namespace = self._release(flight)
-        meta = flight["metadata"]
         try:
             timeout = timeout_seconds(spec.timeout)
         except DurationError as exc:
             raise TerminalError(str(exc)) from None
-        request = TakeoffRequest(
-            release=release,
-            flight_release=bare,
-            namespace=namespace,
-            module=module,
-            source_url=spec.wasm_url,
-            stdin=spec.stdin(),
-            args=tuple(spec.args),
+        settings = self.context.settings
+        request = flight_takeoff_request(
+            flight,
+            self.kind,
+            spec,
+            module,
             timeout=timeout,
-            max_memory_mib=spec.max_memory_mib,
-            stdout_limit=self.context.settings.flight_stdout_limit_mib << 20,
-            yoke_version=self.context.settings.yoke_version,
-            access=ClusterAccess(
-                spec.cluster_access, bare, namespace, tuple(spec.resource_access_matchers), self.context.gateway
-            ),
-            managed_by=MANAGED_BY_ATC,
-            owner_references=[
-                {"apiVersion": flight["apiVersion"], "kind": self.kind, "name": meta["name"], "uid": meta["uid"]}
-            ],
-            cross_namespace=self.kind == "ClusterFlight",
-            history_cap=spec.history_cap,
-            prune=PruneOptions(spec.prune.crds, spec.prune.namespaces),
-            reapply_unchanged=spec.fix_drift_seconds > 0,
+            stdout_limit=settings.flight_stdout_limit_mib << 20,
+            yoke_version=settings.yoke_version,
+            gateway=self.context.gateway,
         )
         return await takeoff(self.context.cluster, request)
 
@@ -170,7 +147,7 @@ class FlightReconciler:
 
     async def _delete(self, flight: Object, spec: FlightSpec) -> None:
         await self._condition(flight, "False", "Terminating", "mayday is being performed")
-        release, bare, namespace = self._release(flight)
+        release, bare, namespace = flight_release(flight, self.kind)
         try:
             await mayday(
                 self.context.kube,

@@ -1,0 +1,67 @@
+"""The takeoff of a Flight or ClusterFlight object (spec 7): its release names and ``TakeoffRequest``.
+
+A Flight's history is stored under ``"<namespace>/<Kind>.yoke.cd:<name>"`` while the flight
+itself, and ownership, see the bare name. ``flight_takeoff_request`` builds the request from the
+object and its parsed spec. Callers: the controller's Flight reconciler (a real takeoff) and the
+webhook's ``/validations/flights.yoke.cd`` (``dry_run=True``), so both run the flight the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atc.constants import MANAGED_BY_ATC
+from atc.models import FlightSpec
+from atc.prune import PruneOptions
+from atc.releases import flight_release_prefix
+from atc.takeoff import TakeoffRequest
+from atc.wasm.access import ClusterAccess, ClusterGateway
+from atc.wasm.cache import LoadedModule
+
+Object = dict[str, Any]
+
+
+def flight_release(flight: Object, kind: str) -> tuple[str, str, str]:
+    """(history name, bare name, release namespace) of a Flight (``kind`` Flight or ClusterFlight)."""
+    meta = flight.get("metadata") or {}
+    name, namespace = str(meta.get("name", "")), str(meta.get("namespace") or "")
+    return flight_release_prefix(kind, namespace) + name, name, namespace or "default"
+
+
+def flight_takeoff_request(
+    flight: Object,
+    kind: str,
+    spec: FlightSpec,
+    module: LoadedModule,
+    *,
+    timeout: float | None,
+    stdout_limit: int,
+    yoke_version: str,
+    gateway: ClusterGateway | None,
+    dry_run: bool = False,
+) -> TakeoffRequest:
+    """The takeoff of ``flight`` with ``module``; ``timeout`` is ``timeout_seconds(spec.timeout)``."""
+    release, bare, namespace = flight_release(flight, kind)
+    meta = flight.get("metadata") or {}
+    owner = {"apiVersion": flight.get("apiVersion", ""), "kind": kind, "name": bare, "uid": meta.get("uid", "")}
+    return TakeoffRequest(
+        release=release,
+        flight_release=bare,
+        namespace=namespace,
+        module=module,
+        source_url=spec.wasm_url,
+        stdin=spec.stdin(),
+        args=tuple(spec.args),
+        timeout=timeout,
+        max_memory_mib=spec.max_memory_mib,
+        stdout_limit=stdout_limit,
+        yoke_version=yoke_version,
+        access=ClusterAccess(spec.cluster_access, bare, namespace, tuple(spec.resource_access_matchers), gateway),
+        managed_by=MANAGED_BY_ATC,
+        owner_references=[owner],
+        cross_namespace=kind == "ClusterFlight",
+        history_cap=spec.history_cap,
+        prune=PruneOptions(spec.prune.crds, spec.prune.namespaces),
+        reapply_unchanged=spec.fix_drift_seconds > 0,
+        dry_run=dry_run,
+    )
