@@ -25,14 +25,13 @@ import copy
 import json
 import os
 import secrets
-import signal
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from benchlib import control_plane, percentile, write_results  # noqa: E402
+from benchlib import control_plane, percentile, service, write_results  # noqa: E402
 from webhook_objects import configmap, create_airway, create_instance, create_release, delete_airway  # noqa: E402
 
 from atc.heap import freeze_long_lived  # noqa: E402
@@ -56,30 +55,17 @@ READY_TIMEOUT = 60.0
 RESOURCES = "/validations/resources"
 
 
-@contextlib.asynccontextmanager
-async def webhook(kubeconfig: str, work: Path, port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+@contextlib.contextmanager
+def webhook(kubeconfig: str, work: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     env = {
-        **os.environ,
         "KUBE": kubeconfig,
         "PORT": str(port),
         "ADDRESS": "127.0.0.1",
         "TLS_GENERATE_DIR": str(work / "tls"),
         "LOG_FORMAT": "json",
     }
-    with (work / "webhook.log").open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once, outlives this coroutine
-            [sys.executable, "-m", "atc_webhook"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with service("atc_webhook", env, work / "webhook.log") as process:
         yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
 
 
 def client_context(ca_file: Path) -> ssl.SSLContext:
@@ -319,7 +305,7 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
     async with await KubeClient.connect(kubeconfig) as kube:
         airway, child = await prepare(kube, namespace)
         try:
-            async with webhook(kubeconfig, work, port) as process:
+            with webhook(kubeconfig, work, port) as process:
                 await wait_for_ca(work / "tls" / "ca.crt", process)
                 context = client_context(work / "tls" / "ca.crt")
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:

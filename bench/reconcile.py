@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from benchlib import control_plane, write_results  # noqa: E402
+from benchlib import control_plane, service, write_results  # noqa: E402
 
 import flightbuild  # noqa: E402
 from atc.k8s.client import KubeClient  # noqa: E402
@@ -40,13 +38,12 @@ from devcluster.cluster import free_port  # noqa: E402
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 
 
-@contextlib.asynccontextmanager
-async def controller(
+@contextlib.contextmanager
+def controller(
     kubeconfig: str, work: Path, namespace: str, resync: int
-) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     metrics_port = free_port()
     env = {
-        **os.environ,
         "KUBE": kubeconfig,
         "CACHE_FS": str(work / "cache"),
         "SVC_NAMESPACE": namespace,
@@ -55,20 +52,8 @@ async def controller(
         "RESYNC_SECONDS": str(resync),
         "CONCURRENCY": "2",
     }
-    with (work / "controller.log").open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once, outlives this coroutine
-            [sys.executable, "-m", "atc_controller"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with service("atc_controller", env, work / "controller.log") as process:
         yield process, metrics_port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
 
 
 async def scrape(port: int) -> dict[str, float]:
@@ -166,7 +151,7 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
     namespace, group = f"bench-{secrets.token_hex(3)}", f"b{secrets.token_hex(3)}.bench.local"
     async with await KubeClient.connect(kubeconfig) as kube:
         await kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-        async with controller(kubeconfig, work, namespace, args.resync) as (process, port):
+        with controller(kubeconfig, work, namespace, args.resync) as (process, port):
             await create_airway(kube, group, wasm)
             await asyncio.sleep(1)
             before = requests_by_verb(await scrape(port))
