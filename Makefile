@@ -55,6 +55,10 @@ lint: $(STAMP)
 test: $(STAMP) binaries lint
 	$(VENV)/bin/pytest
 
+.PHONY: conformance
+conformance: $(STAMP) binaries
+	$(VENV)/bin/pytest tests/conformance -p no:cacheprovider
+
 .PHONY: demo
 demo: cluster-up
 	$(DEVCLUSTER) demo

@@ -33,7 +33,7 @@ from benchlib import percentiles, write_results  # noqa: E402
 import flightbuild  # noqa: E402
 from atc.flight.invocation import flight_invocation  # noqa: E402
 from atc.wasm.cache import ModuleCache  # noqa: E402
-from atc.wasm.engine import FlightEngine  # noqa: E402
+from atc.wasm.engine import CRANELIFT, WINCH, FlightEngine, PreparedModule  # noqa: E402
 from atc.wasm.runner import FlightError, Invocation, run_flight  # noqa: E402
 
 TRIVIAL_WAT = '(module (memory (export "memory") 1) (func (export "_start")))'
@@ -65,10 +65,11 @@ def current_rss_mib() -> float:
     return 0.0
 
 
-def cold_compile(wasm: Path, rounds: int) -> dict[str, float]:
+def cold_compile(wasm: Path, rounds: int, compiler: str = CRANELIFT) -> dict[str, float]:
     def compile_once() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "atc.wasm.compile_worker", str(wasm), f"{tmp}/out.cwasm"], check=True)
+            worker = [sys.executable, "-m", "atc.wasm.compile_worker", str(wasm), f"{tmp}/out.cwasm", compiler]
+            subprocess.run(worker, check=True)
 
     return percentiles(timed(compile_once, rounds))
 
@@ -105,13 +106,13 @@ def run_overhead(engine: FlightEngine, rounds: int) -> dict[str, float]:
     return percentiles(timed(lambda: run_flight(engine, prepared, invocation), rounds))
 
 
-def run_module(engine: FlightEngine, prepared: wasmtime.InstancePre, stdin: bytes, rounds: int) -> dict[str, float]:
+def run_module(engine: FlightEngine, prepared: PreparedModule, stdin: bytes, rounds: int) -> dict[str, float]:
     invocation = flight_invocation(release="bench", namespace="default", stdin=stdin, timeout=60)
     run_flight(engine, prepared, invocation)
     return percentiles(timed(lambda: run_flight(engine, prepared, invocation), rounds))
 
 
-def parallel_ratio(engine: FlightEngine, prepared: wasmtime.InstancePre, stdin: bytes, jobs: int) -> dict[str, float]:
+def parallel_ratio(engine: FlightEngine, prepared: PreparedModule, stdin: bytes, jobs: int) -> dict[str, float]:
     invocation = flight_invocation(release="bench", namespace="default", stdin=stdin, timeout=60)
     started = time.perf_counter()
     for _ in range(jobs):
@@ -124,9 +125,7 @@ def parallel_ratio(engine: FlightEngine, prepared: wasmtime.InstancePre, stdin: 
     return {"jobs": jobs, "sequential_s": sequential, "two_threads_s": threaded, "speedup": sequential / threaded}
 
 
-def deadline_overshoot(
-    engine: FlightEngine, prepared: wasmtime.InstancePre, timeout: float, rounds: int
-) -> dict[str, float]:
+def deadline_overshoot(engine: FlightEngine, prepared: PreparedModule, timeout: float, rounds: int) -> dict[str, float]:
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -139,7 +138,7 @@ def deadline_overshoot(
     return percentiles(samples)
 
 
-def memory_bomb(engine: FlightEngine, prepared: wasmtime.InstancePre, cap_mib: int, rounds: int) -> dict[str, Any]:
+def memory_bomb(engine: FlightEngine, prepared: PreparedModule, cap_mib: int, rounds: int) -> dict[str, Any]:
     before = current_rss_mib()
     reasons, durations = [], []
     for _ in range(rounds):
@@ -176,8 +175,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def load_through_cache(engine: FlightEngine, cache_dir: Path, path: Path) -> Any:
-    return await ModuleCache(engine, cache_dir).load(str(path))
+async def load_through_cache(engine: FlightEngine, cache_dir: Path, path: Path, compiler: str = CRANELIFT) -> Any:
+    return await ModuleCache(engine, cache_dir, compiler_policy=compiler).load(str(path))
 
 
 def main() -> int:
@@ -189,7 +188,7 @@ def main() -> int:
     def rounds(n: int) -> int:
         return max(2, int(n * scale))
 
-    flights = flightbuild.build_all(["basic", "medium", "large", "spin", "membomb"])
+    flights = flightbuild.build_all(["basic", "medium", "backend", "large", "spin", "membomb"])
     results: dict[str, Any] = {
         "machine": machine(),
         "sizes_mib": {n: p.stat().st_size / 2**20 for n, p in flights.items()},
@@ -197,8 +196,12 @@ def main() -> int:
     print(f"machine: {results['machine']}")
     print("module sizes (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in results["sizes_mib"].items()))
 
-    results["cold_compile_large"] = cold_compile(flights["large"], rounds(3))
-    show("cold compile, large flight (subprocess)", results["cold_compile_large"], "s")
+    for name in ("backend", "large"):
+        for compiler in (CRANELIFT, WINCH):
+            results[f"cold_compile_{name}_{compiler}"] = cold_compile(flights[name], rounds(3), compiler)
+            show(f"cold compile, {name} flight, {compiler}", results[f"cold_compile_{name}_{compiler}"], "s")
+        ratio = results[f"cold_compile_{name}_{CRANELIFT}"]["p50"] / results[f"cold_compile_{name}_{WINCH}"]["p50"]
+        print(f"{'  compile time cranelift / winch':44} {ratio:.1f}x")
 
     engine = FlightEngine(workers=2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +222,14 @@ def main() -> int:
         show("large Go flight (renders a chart), full run", results["large_run"])
         results["medium_run"] = run_module(engine, loaded["medium"].prepared, b"{}", rounds(50))
         show("medium Go flight (typed k8s objects), full run", results["medium_run"])
+        with tempfile.TemporaryDirectory() as winch_tmp:
+            for name in ("medium", "large"):
+                winch = asyncio.run(load_through_cache(engine, Path(winch_tmp), flights[name], WINCH))
+                runs = run_module(engine, winch.prepared, b"{}", rounds(20))
+                results[f"{name}_run_winch"] = runs
+                show(f"{name} Go flight compiled by winch, full run", runs)
+                ratio = runs["p50"] / results[f"{name}_run"]["p50"]
+                print(f"{'  run time winch / cranelift':44} {ratio:.2f}x")
         results["parallel"] = parallel_ratio(engine, loaded["large"].prepared, b"{}", 2 * rounds(4))
         print(f"{'two flights at once vs one after another':44} {results['parallel']}")
         results["deadline_overshoot"] = deadline_overshoot(engine, loaded["spin"].prepared, 0.5, rounds(20))

@@ -3,6 +3,8 @@
 ``Harness`` is what e2e tests and benchmarks drive: it starts ``atc-controller``
 against the test cluster (logs attached to the report on failure), creates
 Airways whose CRD group is unique to the test (so tests never share a CRD),
+runs each service as its own ServiceAccount with exactly the Helm chart's RBAC
+(``tools/deployed.py``; never an admin identity),
 creates and reads instances, waits for conditions, counts API requests from
 kube-apiserver's own metrics, and deletes what it made before the controller
 stops. Imported by tests (``tests`` is on pytest's pythonpath).
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from deployed import ChartIdentities, WebhookTarget, install_chart_identities, register_static_webhooks
 from support import ServiceProcess, eventually
 
 from atc.crds import AIRWAYS_PATH as AIRWAYS
@@ -98,7 +101,6 @@ class Webhook:
             return None
 
 
-SVC_NAME = "atc"
 STATIC_WEBHOOKS = ("atc-airway", "atc-flight", "atc-resources")
 
 
@@ -114,11 +116,31 @@ class Harness:
     airways: list[AirwayRef] = field(default_factory=list)
     webhook: Webhook | None = None
     cleanups: list[str] = field(default_factory=list)  # API paths to delete at the end
+    chart_values: list[str] = field(default_factory=list)  # helm arguments for the test's chart RBAC
+    _identities: ChartIdentities | None = None
+
+    # ------------------------------------------------------------------------------------ identities
+    async def identities(self) -> ChartIdentities:
+        """The chart's ServiceAccounts and RBAC for this test (made once): the services run as those.
+
+        ``chart_values`` (helm ``--set``/``--values`` arguments) must be set before the first call.
+        """
+        if self._identities is None:
+            self._identities = await install_chart_identities(
+                self.kube, self.kubeconfig, self.namespace, self.svc_name, self.cache_dir.parent, *self.chart_values
+            )
+            self.cleanups.extend(self._identities.cluster_scoped)
+        return self._identities
+
+    @property
+    def svc_name(self) -> str:
+        """The chart's fullname for this test: SVC_NAME, and the prefix of its cluster-scoped roles."""
+        return f"atc-{self.namespace}"
 
     # ------------------------------------------------------------------------------------ controller
     async def start_controller(self, name: str = "atc-controller", **env: str) -> Controller:
         """Start the controller and wait until its /readyz passes (CRDs installed, caches synced if leading)."""
-        controller = self.spawn_controller(name, **env)
+        controller = await self.spawn_controller(name, **env)
 
         async def ready() -> bool:
             if controller.process.proc.poll() is not None:
@@ -133,9 +155,13 @@ class Harness:
         await eventually(ready, timeout=60, what=f"{name} /readyz")
         return controller
 
-    def spawn_controller(self, name: str = "atc-controller", **env: str) -> Controller:
+    async def spawn_controller(self, name: str = "atc-controller", **env: str) -> Controller:
+        """The controller as the chart runs it: as ``<SVC_NAME>-service-account`` with the chart's RBAC."""
+        identities = await self.identities()
         health, metrics = free_port(), free_port()
         settings = {
+            "KUBE": str(identities.controller_kubeconfig),
+            "SVC_NAME": self.svc_name,
             "CACHE_FS": str(self.cache_dir),
             "SVC_NAMESPACE": self.namespace,
             "HEALTH_PORT": str(health),
@@ -154,33 +180,30 @@ class Harness:
         self, *, webhook_env: dict[str, str] | None = None, **controller_env: str
     ) -> tuple[Controller, Webhook]:
         """Both services, wired like in a cluster: the webhook registered with the API server (TLS, url
-        clientConfig), the controller running as the ``atc-service-account`` ServiceAccount that the
-        webhooks' match conditions leave out."""
+        clientConfig), each service running as its own chart ServiceAccount with the chart's RBAC."""
         webhook = await self.start_webhook(**(webhook_env or {}))
-        kubeconfig = await self.service_account_kubeconfig(f"{SVC_NAME}-service-account")
         controller = await self.start_controller(
-            KUBE=str(kubeconfig),
-            SVC_NAME=SVC_NAME,
-            TLS_CA_CERT=str(webhook.ca_cert),
-            WEBHOOK_URL=webhook.url,
-            **controller_env,
+            TLS_CA_CERT=str(webhook.ca_cert), WEBHOOK_URL=webhook.url, **controller_env
         )
         return controller, webhook
 
     async def start_webhook(self, name: str = "atc-webhook", **env: str) -> Webhook:
+        """The webhook as its chart ServiceAccount; the static configurations are applied as the chart would."""
+        identities = await self.identities()
         port = free_port()
         tls_dir = self.cache_dir.parent / f"tls-{self.namespace}-{port}"
         settings = {
+            "KUBE": str(identities.webhook_kubeconfig),
             "PORT": str(port),
             "ADDRESS": "127.0.0.1",
             "TLS_GENERATE_DIR": str(tls_dir),
             "TLS_CA_CERT": str(tls_dir / "ca.crt"),
             "TLS_SERVER_CERT": str(tls_dir / "server.crt"),
             "TLS_SERVER_KEY": str(tls_dir / "server.key"),
-            "REGISTER_WEBHOOKS": "true",
+            "REGISTER_WEBHOOKS": "false",
             "WEBHOOK_URL": f"https://127.0.0.1:{port}",
             "SVC_NAMESPACE": self.namespace,
-            "SVC_NAME": SVC_NAME,
+            "SVC_NAME": self.svc_name,
             "CACHE_FS": str(self.cache_dir),
             "LOG_FORMAT": "text",
             **env,
@@ -189,6 +212,8 @@ class Harness:
         webhook = Webhook(process, port, tls_dir)
         self.webhook = webhook
         await self.wait_webhook_ready(webhook)
+        target = WebhookTarget(self.svc_name, self.namespace, webhook.url, str(webhook.ca_cert))
+        await register_static_webhooks(self.kube, target)
         return webhook
 
     async def wait_webhook_ready(self, webhook: Webhook) -> None:
@@ -196,42 +221,6 @@ class Harness:
             return await webhook.readyz() == 200
 
         await eventually(ready, timeout=60, what="webhook /readyz")
-
-    async def service_account_kubeconfig(self, account: str) -> Path:
-        """A kubeconfig that authenticates as ServiceAccount ``account`` (bound to cluster-admin)."""
-        namespace = self.namespace
-        await self.kube.request(
-            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": account}}
-        )
-        binding = f"{namespace}-{account}"
-        await self.kube.request(
-            "POST",
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            body={
-                "metadata": {"name": binding},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-            },
-        )
-        self.cleanups.append(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}")
-        token = await self.kube.request(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-            body={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 7200},
-            },
-        )
-        admin = json.loads(self.kubeconfig.read_text())
-        config = {
-            **admin,
-            "users": [{"name": account, "user": {"token": token["status"]["token"]}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
-        }
-        path = self.cache_dir.parent / f"kubeconfig-{namespace}-{account}"
-        path.write_text(json.dumps(config))
-        return path
 
     async def user_kubeconfig(self, user: str, *, can_write: AirwayRef) -> Path:
         """A kubeconfig for a plain user (client certificate from the cluster CA) who may create and read

@@ -9,7 +9,8 @@ flag means true, and list settings take comma-separated values.
 expected form; a bad value raises ``SettingsError`` naming the setting and the
 expected form, which the services' ``__main__`` print before exiting 2.
 ``check_startup`` adds the checks that need the filesystem or environment
-(the kubeconfig exists, in-cluster config is possible, the CA file exists).
+(the kubeconfig exists, in-cluster config is possible, the CA file exists, the
+module verification keys parse).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import os
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atc.constants import DEFAULT_YOKE_VERSION
+from atc.wasm.signatures import KeyFileError, VerificationKeys, load_verification_keys
 
 SettingsT = TypeVar("SettingsT", bound="SettingsBase")
+KEYS_FILE_FORM = "a file holding a JSON array of PEM public or private keys"
 
 
 class SettingsError(ValueError):
@@ -202,8 +206,9 @@ def check_startup(settings: SettingsBase, environ: Mapping[str, str] | None = No
 
     Called by both services' ``__main__`` after ``load_settings``: ``KUBE`` names
     a readable file, or is empty inside a pod (``KUBERNETES_SERVICE_HOST`` set);
-    ``CACHE_FS`` is not a file; the ``TLS_*`` files set explicitly exist (the
-    webhook's ``TLS_GENERATE_DIR`` generates missing ones, so it skips them).
+    ``CACHE_FS`` is not a file; ``MODULE_VERIFICATION_KEYS_PATH``, when set, holds
+    usable keys; the ``TLS_*`` files set explicitly exist (the webhook's
+    ``TLS_GENERATE_DIR`` generates missing ones, so it skips them).
     Raises ``SettingsError`` naming every bad setting and what was expected.
     """
     env = os.environ if environ is None else environ
@@ -224,6 +229,15 @@ def check_startup(settings: SettingsBase, environ: Mapping[str, str] | None = No
     cache_fs = values.get("cache_fs")
     if isinstance(cache_fs, str) and os.path.exists(cache_fs) and not os.path.isdir(cache_fs):
         problems.append(_invalid("cache_fs", f"{cache_fs!r} is not a directory (expected a directory path)"))
+    keys_path = values.get("module_verification_keys_path")
+    if isinstance(keys_path, str) and keys_path:
+        try:
+            load_verification_keys(Path(keys_path))
+        except KeyFileError as exc:
+            problems.append(_keys_problem(exc))
+    docker_file = values.get("docker_config_file")
+    if isinstance(docker_file, str) and os.path.isdir(docker_file):
+        problems.append(_invalid("docker_config_file", f"{docker_file!r} is a directory (expected a file path)"))
     if not values.get("tls_generate_dir"):
         for field in ("tls_ca_cert", "tls_server_cert", "tls_server_key"):
             path = values.get(field)
@@ -231,6 +245,25 @@ def check_startup(settings: SettingsBase, environ: Mapping[str, str] | None = No
                 problems.append(_invalid(field, f"no such file {path!r} (expected the path of a PEM file)"))
     if problems:
         raise SettingsError("failed to load config: " + "; ".join(problems))
+
+
+def _keys_problem(error: KeyFileError) -> str:
+    return _invalid("module_verification_keys_path", f"{error} (expected {KEYS_FILE_FORM})")
+
+
+def load_module_verification_keys(settings: CommonSettings) -> VerificationKeys | None:
+    """The keys of ``MODULE_VERIFICATION_KEYS_PATH`` (None when unset), for the services' module caches.
+
+    ``check_startup`` has already read the file once, so a failure here means it changed since;
+    it raises ``SettingsError`` like the start-up check.
+    """
+    path = settings.module_verification_keys_path
+    if not path:
+        return None
+    try:
+        return load_verification_keys(Path(path))
+    except KeyFileError as exc:
+        raise SettingsError("failed to load config: " + _keys_problem(exc)) from None
 
 
 class CommonSettings(SettingsBase):
@@ -248,21 +281,46 @@ class CommonSettings(SettingsBase):
         default_factory=list, description="comma-separated path.Match globs a module URL must match"
     )
     module_verification_keys_path: str = Field(
-        "", description="module signature verification keys (not supported yet: setting it stops the service)"
+        "",
+        description="file holding a JSON array of PEM keys (public, or private whose public half is used); when "
+        "set, a module whose URL MODULE_ALLOW_LIST does not name must carry a yoke signature made with one of them",
+        json_schema_extra={"expected": "a file path or empty"},
     )
+    docker_config_secret_name: str = Field(
+        "",
+        description="name of a Secret in SVC_NAMESPACE whose .dockerconfigjson (registry credentials for oci:// "
+        "modules) is written to DOCKER_CONFIG_FILE and kept in step with it (watched; deleting the Secret removes "
+        "the file); as in yoke, a Secret missing at start-up is a warning and is waited for, one that cannot be "
+        "read (e.g. forbidden) stops the service. Empty disables",
+        json_schema_extra={"expected": "a Secret name or empty"},
+    )
+    docker_config_file: str = Field(
+        "",
+        description="docker config file oci:// pulls read registry credentials from (read again at each pull) and "
+        "DOCKER_CONFIG_SECRET_NAME writes; empty means $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json",
+        json_schema_extra={"expected": "a file path or empty"},
+    )
+
+    module_compiler: str = Field(
+        "auto",
+        description="compiler for flight modules: auto (Winch, about five times faster to compile, for modules "
+        "whose URL MODULE_ALLOW_LIST names or whose signature was verified; Cranelift for all others), cranelift "
+        "(always; slower to compile, faster to run) or winch (always)",
+        json_schema_extra={"expected": "auto, cranelift or winch"},
+    )
+
+    @field_validator("module_compiler")
+    @classmethod
+    def _known_compiler(cls, value: str) -> str:
+        if value not in ("auto", "cranelift", "winch"):
+            raise ValueError("unknown compiler")
+        return value
 
     @field_validator("log_format")
     @classmethod
     def _known_log_format(cls, value: str) -> str:
         if value not in ("json", "text"):
             raise ValueError("unknown log format")
-        return value
-
-    @field_validator("module_verification_keys_path")
-    @classmethod
-    def _signatures_not_supported(cls, value: str) -> str:
-        if value:
-            raise ValueError("module signature verification is not supported yet; unset it to start")
         return value
 
     svc_name: str = Field("atc", description="name of the Service the apiserver calls the webhook through")

@@ -99,6 +99,26 @@ def not_atc_service_account(settings: WebhookTarget) -> JSON:
     }
 
 
+def webhook_service_account(settings: WebhookTarget) -> str:
+    """The username of the webhook service: ``system:serviceaccount:<ns>:<svc>-webhook``."""
+    return f"system:serviceaccount:{settings.svc_namespace}:{settings.svc_name}-webhook"
+
+
+def not_webhook_dry_run(settings: WebhookTarget) -> JSON:
+    """The match condition that skips the webhook's own dry runs of flight output.
+
+    The instance and Flight admission dry-run the takeoff as the webhook's ServiceAccount, and that
+    dry run updates children exactly as the controller's takeoff would; judged by ``atc-resources``
+    it would look like someone else editing them (denied in static mode). A user's dry run is still
+    judged, and the webhook's account never writes a child for real (docs/webhook.md).
+    """
+    user = webhook_service_account(settings)
+    return {
+        "name": "not-atc-webhook-dry-run",
+        "expression": f'!(request.dryRun == true && request.userInfo.username == "{user}")',
+    }
+
+
 def _rule(operations: list[str], groups: list[str], versions: list[str], resources: list[str], scope: str) -> JSON:
     return {
         "operations": operations,
@@ -174,6 +194,7 @@ def resources_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
     conditions = [
         {"name": "managed-by-atc", "expression": MANAGED_BY_ATC_EXPRESSION},
         not_atc_service_account(settings),
+        not_webhook_dry_run(settings),
         {"name": "not-lease-or-node", "expression": NOT_LEASE_OR_NODE_EXPRESSION},
     ]
     webhook = _webhook(

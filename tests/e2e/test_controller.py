@@ -94,6 +94,10 @@ async def test_instance_children_carry_yokes_metadata_and_the_revision_matches(h
     created = await harness.create_instance(ref, "c4ts", {"replicas": 2, "data": {"greeting": "hello"}})
     instance = await harness.wait_condition(ref, "c4ts", "True", "Ready")
     assert "yoke.cd/mayday.flight" in instance["metadata"]["finalizers"]
+    # yoke's field manager for the ATC's own writes: the finalizer and ownerReference, and the status
+    entries = instance["metadata"]["managedFields"]
+    assert {e["manager"] for e in entries if e.get("subresource") == "status"} == {"yoke.cd/atc"}
+    assert {e["manager"] for e in entries if "f:finalizers" in json.dumps(e.get("fieldsV1"))} == {"yoke.cd/atc"}
     release = f"{ref.group}.Backend.{harness.namespace}.c4ts"
     owner = [{"apiVersion": ref.api_version, "kind": "Backend", "name": "c4ts", "uid": created["metadata"]["uid"]}]
     expected_annotations = {
@@ -177,6 +181,9 @@ async def _reconcile_count(harness: Harness, metrics_port: int, controller: str)
 
 
 async def test_stages_apply_a_crd_then_its_custom_resource(harness: Harness) -> None:
+    # the flight creates objects of its own CRD: the operator grants that kind, as the chart allows
+    rule = {"apiGroups": ["stages.test"], "resources": ["gadgets"], "verbs": ["get", "create", "patch", "delete"]}
+    harness.chart_values = ["--set-json", f"controller.rbac.extraRules={json.dumps([rule])}"]
     await harness.start_controller()
     ref = await ready_airway(harness, "stages", prune={"crds": True})
     await harness.create_instance(ref, "g1", {"size": 7})

@@ -1,9 +1,10 @@
 """Airway modes end to end: static guard, dynamic re-runs over the Events channel, subscription filtering.
 
 Both services run as separate processes; kube-apiserver calls the webhook over
-TLS (url clientConfig + caBundle), and the controller runs as the
-``atc-service-account`` ServiceAccount so the webhook's match conditions leave
-its own writes alone, as in a cluster.
+TLS (url clientConfig + caBundle), and each service runs as its own chart
+ServiceAccount with the chart's RBAC (the controller as
+``<SVC_NAME>-service-account``, so the webhook's match conditions leave its own
+writes alone), as in a cluster.
 """
 
 from __future__ import annotations
@@ -63,6 +64,25 @@ async def test_static_mode_guards_children(harness: Harness) -> None:
         content_type=MERGE,
     )
     assert (await harness.kube.get(path))["data"] == {"value": "1"}
+
+
+@pytest.mark.parametrize("mode", ["static", "standard"])
+async def test_a_reconciled_instance_can_be_updated(harness: Harness, mode: str) -> None:
+    """The instance admission's dry run changes children exactly as the controller would, as the webhook's
+    own ServiceAccount: neither yoke's annotations nor (in static mode) the guard may refuse it."""
+    await harness.start_atc()
+    ref = await ready_airway(harness, "multi", mode=mode)
+    await harness.create_instance(ref, "u", {"configMaps": {"a": "1"}})
+    await harness.wait_condition(ref, "u", "True", "Ready")
+    await harness.patch_instance(ref, "u", {"spec": {"configMaps": {"a": "2"}}})
+
+    async def updated() -> bool:
+        return bool((await harness.kube.get(configmap_path(harness, "u-a")))["data"] == {"value": "2"})
+
+    await eventually(updated, timeout=30, what="the child follows the spec change")
+    override = {"metadata": {"annotations": {"overrides.yoke.cd/mode": "dynamic"}}}
+    patched = await harness.patch_instance(ref, "u", override)
+    assert patched["metadata"]["annotations"]["overrides.yoke.cd/mode"] == "dynamic"
 
 
 async def test_dynamic_mode_puts_an_edited_child_back(harness: Harness) -> None:

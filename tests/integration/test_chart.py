@@ -3,8 +3,8 @@
 Uses a pinned helm built from ``tools/kbin/helm`` (``tools/helmcli.py``) and the local control
 plane. The rendered static webhook configurations are compared with what
 ``atc.webhooks.static_webhook_configs`` builds, so the chart and the services cannot disagree. The
-RBAC sufficiency test creates the chart's ServiceAccounts, ClusterRoles, Role and bindings for real,
-runs both services as subprocesses authenticated as those accounts (no cluster-admin), reconciles
+RBAC sufficiency test runs both services as the harness always does, as the chart's ServiceAccounts
+with the chart's RBAC applied for real (``tools/deployed.py``, no cluster-admin), reconciles
 the Backend scenario to Ready, and checks that writes outside the granted rules are refused.
 Run with ``DEVCLUSTER_REUSE=1 .venv/bin/pytest -q tests/integration/test_chart.py``.
 """
@@ -39,7 +39,6 @@ TLS_MODES: dict[str, list[str]] = {
     "existingSecret": ["--set", "tls.secretName=my-webhook-tls"],
 }
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 # kind -> (API prefix, plural, namespaced) of every kind the chart renders
 RESOURCES = {
     "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
@@ -94,21 +93,6 @@ class Target:
     svc_port: int = 443
     webhook_url: str = ""
     tls_ca_cert: str = ""
-
-
-async def token_kubeconfig(kube: KubeClient, admin: Path, namespace: str, account: str) -> Path:
-    """A kubeconfig authenticating as an existing ServiceAccount (no binding made here)."""
-    token = await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
-    )
-    config = json.loads(await asyncio.to_thread(admin.read_text))
-    config["users"] = [{"name": account, "user": {"token": token["status"]["token"]}}]
-    config["contexts"] = [{"name": "local", "context": {"cluster": "local", "user": account}}]
-    path = admin.parent / f"kubeconfig-{namespace}-{account}"
-    await asyncio.to_thread(path.write_text, json.dumps(config))
-    return path
 
 
 async def refusal(kube: KubeClient, method: str, path: str, body: Object | None = None) -> KubeError:
@@ -228,6 +212,44 @@ async def test_the_services_get_the_settings_the_chart_promises() -> None:
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https"}]
 
 
+async def test_module_keys_and_the_docker_config_secret_reach_both_services(kubeconfig: Path, namespace: str) -> None:
+    body = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="
+    pem = f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+    values = ["--set", "dockerConfigSecretName=regcred", "--set-json", f"moduleVerificationKeys={json.dumps([pem])}"]
+    objects = await render(namespace, *values, crds=False)
+    (keys,) = [s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == "atc-module-verification-keys"]
+    assert json.loads(base64.b64decode(keys["data"]["keys.json"])) == [pem]
+    for deployment in by_kind(objects, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["MODULE_VERIFICATION_KEYS_PATH"] == "/etc/atc/module-keys/keys.json"
+        assert env["DOCKER_CONFIG_SECRET_NAME"] == "regcred"
+        assert env["DOCKER_CONFIG_FILE"] == "/var/run/atc/docker/config.json"
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert mounts["module-keys"] == {"name": "module-keys", "mountPath": "/etc/atc/module-keys", "readOnly": True}
+        assert volumes["module-keys"]["secret"]["secretName"] == "atc-module-verification-keys"
+        assert mounts["docker-config"]["mountPath"] == "/var/run/atc/docker"  # writable: the root is read-only
+        assert "emptyDir" in volumes["docker-config"]
+        assert "checksum/module-keys" in deployment["spec"]["template"]["metadata"]["annotations"]
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "atc-docker-config"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["regcred"], "verbs": ["get", "list", "watch"]}
+    ]
+    (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] == "atc-docker-config"]
+    assert {s["name"] for s in binding["subjects"]} == {"atc-service-account", "atc-webhook"}
+    async with await KubeClient.connect(str(kubeconfig)) as kube:
+        for obj in objects:
+            if obj["kind"] not in FOREIGN_KINDS:
+                await kube.apply(api_path(obj), obj, field_manager="chart-test", force=True, dry_run=True)
+    plain = await render(namespace, crds=False)
+    assert not [o for o in plain if "docker-config" in o["metadata"]["name"] or "module-verif" in o["metadata"]["name"]]
+    done = await helm("template", "atc", str(CHART), "--set", "dockerConfigSecretName=Not_A_Name", check=False)
+    assert done.returncode != 0
+    assert "/dockerConfigSecretName" in done.stderr
+
+
 async def test_the_schema_rejects_bad_values_with_a_clear_error() -> None:
     done = await helm("template", "atc", str(CHART), "--set-string", "controller.replicaCount=two", check=False)
     assert done.returncode != 0
@@ -303,47 +325,28 @@ async def deployment_hash(harness: Harness, name: str) -> str:
     return str(deployment["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])
 
 
-async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(
-    harness: Harness, kubeconfig: Path, namespace: str
-) -> None:
-    fullname = f"atc-{namespace}"  # cluster-scoped names unique to the test; also SVC_NAME
-    objects = await render(namespace, "--set", f"fullnameOverride={fullname}", "--set", "webhooks.create=false")
-    kube = harness.kube
-    for obj in objects:
-        if obj["kind"] not in RBAC_KINDS:
-            continue
-        path = api_path(obj)
-        await kube.apply(path, obj, field_manager="chart-test", force=True)
-        if not RESOURCES[obj["kind"]][2]:
-            harness.cleanups.append(path)
-    controller_sa, webhook_sa = f"{fullname}-service-account", f"{fullname}-webhook"
-    controller_kc = await token_kubeconfig(kube, kubeconfig, namespace, controller_sa)
-    webhook_kc = await token_kubeconfig(kube, kubeconfig, namespace, webhook_sa)
-
-    # the webhook as its own ServiceAccount; the chart owns the static configs, here the test applies
-    # them (with a url clientConfig: the webhook runs on this host, not behind the Service)
-    webhook = await harness.start_webhook(KUBE=str(webhook_kc), REGISTER_WEBHOOKS="false", SVC_NAME=fullname)
-    target = Target(fullname, namespace, webhook_url=webhook.url, tls_ca_cert=str(webhook.ca_cert))
-    for config in static_webhook_configs(target):
-        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{config['metadata']['name']}"
-        await kube.apply(path, config, field_manager="chart-test", force=True)
-    await harness.start_controller(
-        KUBE=str(controller_kc), SVC_NAME=fullname, TLS_CA_CERT=str(webhook.ca_cert), WEBHOOK_URL=webhook.url
-    )
+async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(harness: Harness) -> None:
+    # the harness runs every service as the chart's ServiceAccounts with the chart's RBAC
+    # (tools/deployed.py); this test checks that it is enough for the scenario, and no more
+    await harness.start_atc()
+    identities = await harness.identities()
+    fullname, kube = harness.svc_name, harness.kube
+    controller_sa = identities.controller_account
+    controller_kc, webhook_kc = identities.controller_kubeconfig, identities.webhook_kubeconfig
 
     ref = await harness.create_airway("backend", mode="dynamic", clusterAccess=True)
     await harness.wait_airway_ready(ref)
     await harness.create_instance(ref, "api", {"secretData": {"password": "first"}, "replicas": 1})
     await harness.wait_condition(ref, "api", "True", "Ready", timeout=90)
     assert await deployment_hash(harness, "api") == secret_hash({"password": "first"})
-    secret_path = f"/api/v1/namespaces/{namespace}/secrets/api-secret"
+    secret_path = f"/api/v1/namespaces/{harness.namespace}/secrets/api-secret"
     await kube.request("PATCH", secret_path, body={"stringData": {"password": "second"}}, content_type=MERGE_PATCH)
 
     async def rolled() -> bool:  # the webhook's signal reached the controller, which re-ran the flight
         return await deployment_hash(harness, "api") == secret_hash({"password": "second"})
 
     await eventually(rolled, timeout=45, what="pod template hash follows the Secret")
-    lease = await kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/atc-controller")
+    lease = await kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{harness.namespace}/leases/atc-controller")
     assert lease["spec"]["holderIdentity"]
 
     # writes outside the granted rules are refused
@@ -351,7 +354,7 @@ async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(
         binding = {
             "metadata": {"name": f"{fullname}-escalate"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": controller_sa, "namespace": namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": controller_sa, "namespace": harness.namespace}],
         }
         refused = await refusal(as_controller, "POST", f"{RBAC}/clusterrolebindings", binding)
         assert refused.status == 403, refused.message
@@ -359,7 +362,7 @@ async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(
         refused = await refusal(as_controller, "DELETE", "/api/v1/nodes/any-node")
         assert refused.status == 403, refused.message
         pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
-        refused = await refusal(as_controller, "POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        refused = await refusal(as_controller, "POST", f"/api/v1/namespaces/{harness.namespace}/pods", pod)
         assert refused.status == 403, refused.message  # pods are not in the default flightResources
     async with await KubeClient.connect(str(webhook_kc)) as as_webhook:
         refused = await refusal(as_webhook, "DELETE", secret_path)

@@ -13,7 +13,8 @@ what some commands print (``EXPECTED_OUTPUT``), because ``kubectl get`` succeeds
 Commands that cannot run as written:
 
 - ``make test`` would run this test again. It runs as ``make -n test``, and the commands make
-  would run must reach ``.venv/bin/pytest``.
+  would run must reach ``.venv/bin/pytest``. ``make conformance`` (yoke's suite, which ``make test``
+  runs too) runs as ``make -n conformance`` the same way.
 - ``make demo`` runs for real: it starts (or reuses) the local control plane in ``.local/cluster``
   with ``make cluster-up`` and the demo services in ``.local/demo``. Blocks after it, such as the
   ``kubectl`` commands against ``.local/kubeconfig``, see that cluster; ``make cluster-up`` links
@@ -50,6 +51,8 @@ TEARDOWN = re.compile(r"^make\s+(demo-down|cluster-down)\b")
 REWRITES = {
     # `make test` runs this suite: dry-run it and check that it ends in pytest.
     re.compile(r"^make\s+test\b.*$"): "make -n test | grep -F '.venv/bin/pytest'",
+    # `make conformance` is part of `make test` (it runs on its own control plane there): dry-run it.
+    re.compile(r"^make\s+conformance\b.*$"): "make -n conformance | grep -F '.venv/bin/pytest tests/conformance'",
 }
 # A block whose commands contain the key must print the value.
 EXPECTED_OUTPUT = {

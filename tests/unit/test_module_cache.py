@@ -10,7 +10,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,6 @@ def module_file(directory: Path, n: int) -> tuple[Path, str]:
     path = directory / f"m{n}.wasm"
     path.write_bytes(wasm)
     return path, sha256_hex(wasm)
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[FlightEngine]:
-    flight_engine = FlightEngine(workers=2)
-    yield flight_engine
-    flight_engine.close()
 
 
 async def test_load_compiles_once_then_serves_from_memory(engine: FlightEngine, tmp_path: Path) -> None:

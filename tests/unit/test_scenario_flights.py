@@ -522,7 +522,8 @@ def test_converter_v1_to_v2_and_back(run: Callable[..., Any]) -> None:
     v2, other_v2 = response["convertedObjects"]
     assert v2["apiVersion"] == "convert.test/v2"
     assert v2["spec"] == {"dimensions": {"size": 12, "unit": "cm"}, "color": "red"}
-    assert (v2["kind"], v2["metadata"], v2["status"]) == ("Gadget", v1["metadata"], v1["status"])
+    typed = {k: v for k, v in v1["metadata"].items() if k != "resourceVersion"}  # what a typed converter copies
+    assert (v2["kind"], v2["metadata"], v2["status"]) == ("Gadget", typed, v1["status"])
     assert other_v2["metadata"]["name"] == "g2"
     assert other_v2["spec"] == {"dimensions": {"size": 3, "unit": "cm"}}
 
@@ -530,13 +531,21 @@ def test_converter_v1_to_v2_and_back(run: Callable[..., Any]) -> None:
     response = _convert(run, _review("convert.test/v1", v2, uid="other-uid"))
     assert response["result"] == {"status": "Success"}
     (back,) = response["convertedObjects"]
-    assert back == v1
+    assert back == {**v1, "metadata": typed}
 
 
 def test_converter_keeps_objects_already_at_the_desired_version(run: Callable[..., Any]) -> None:
     v2 = _gadget("v2", {"dimensions": {"size": 5, "unit": "in"}})
+    del v2["metadata"]["resourceVersion"]
     response = _convert(run, _review("convert.test/v2", v2))
     assert response["convertedObjects"] == [v2]
+
+
+def test_converter_drops_metadata_it_has_nothing_of_like_a_typed_go_converter(run: Callable[..., Any]) -> None:
+    owned_fields = {"apiVersion": "convert.test/v1", "kind": "Gadget", "metadata": {"finalizers": ["x"]}, "spec": {}}
+    response = _convert(run, _review("convert.test/v2", owned_fields))
+    (converted,) = response["convertedObjects"]
+    assert "metadata" not in converted
 
 
 @pytest.mark.parametrize(

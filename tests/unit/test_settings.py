@@ -6,6 +6,7 @@ interpreter) to check ``--help`` and the one-line, exit-2 errors for bad configu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from atc.settings import (
     SettingsBase,
@@ -22,6 +25,7 @@ from atc.settings import (
     env_name,
     expected_form,
     flag_name,
+    load_module_verification_keys,
     load_settings,
 )
 from atc_controller.settings import ControllerSettings
@@ -207,6 +211,62 @@ def test_console_script_unusable_kubeconfig_exits_2(script: str, tmp_path: Path)
     assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_signature_keys_are_refused_until_verification_exists() -> None:
-    with pytest.raises(SettingsError, match=r"MODULE_VERIFICATION_KEYS_PATH .*not supported yet"):
-        load([], {"MODULE_VERIFICATION_KEYS_PATH": "/keys.json"})
+def _kubeconfig(tmp_path: Path) -> Path:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    return kubeconfig
+
+
+def test_module_verification_keys_are_loaded_at_startup(tmp_path: Path) -> None:
+    kube = str(_kubeconfig(tmp_path))
+    keys = tmp_path / "keys.json"
+    pem = (
+        ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    keys.write_text(json.dumps([pem.decode()]))
+    settings = load([], {"KUBE": kube, "MODULE_VERIFICATION_KEYS_PATH": str(keys)})
+    check_startup(settings, {})
+    loaded = load_module_verification_keys(settings)
+    assert loaded is not None
+    assert len(loaded) == 1
+    assert load_module_verification_keys(load([], {})) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "no such file"), ("[]", "the array holds no keys"), ('["x"]', "failed to parse key at position 0")],
+)
+def test_bad_module_verification_keys_name_the_setting(tmp_path: Path, content: str | None, problem: str) -> None:
+    keys = tmp_path / "keys.json"
+    if content is not None:
+        keys.write_text(content)
+    settings = load([], {"KUBE": str(_kubeconfig(tmp_path)), "MODULE_VERIFICATION_KEYS_PATH": str(keys)})
+    with pytest.raises(SettingsError) as error:
+        check_startup(settings, {})
+    message = str(error.value)
+    assert message.startswith(
+        "failed to load config: invalid setting MODULE_VERIFICATION_KEYS_PATH (--module-verification-keys-path): "
+    )
+    assert problem in message
+    assert "(expected a file holding a JSON array of PEM public or private keys)" in message
+
+
+@pytest.mark.parametrize("script", ["atc-controller", "atc-webhook"])
+def test_console_script_with_unusable_keys_exits_2_naming_the_setting(script: str, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text("not json")
+    done = run_script(script, env={"KUBE": str(_kubeconfig(tmp_path)), "MODULE_VERIFICATION_KEYS_PATH": str(keys)})
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{script}: failed to load config: invalid setting MODULE_VERIFICATION_KEYS_PATH")
+    assert "not valid JSON" in lines[0]
+
+
+def test_docker_config_settings(tmp_path: Path) -> None:
+    settings = load([], {"DOCKER_CONFIG_SECRET_NAME": "regcred", "DOCKER_CONFIG_FILE": str(tmp_path / "c.json")})
+    assert (settings.docker_config_secret_name, settings.docker_config_file) == ("regcred", str(tmp_path / "c.json"))
+    with pytest.raises(
+        SettingsError, match=r"invalid setting DOCKER_CONFIG_FILE \(--docker-config-file\): .*directory"
+    ):
+        check_startup(load([], {"KUBE": str(_kubeconfig(tmp_path)), "DOCKER_CONFIG_FILE": str(tmp_path)}), {})

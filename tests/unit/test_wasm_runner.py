@@ -17,7 +17,7 @@ import wasmtime
 from fakes import SECRET, FakeGateway, secret
 
 from atc.wasm.access import ClusterAccess
-from atc.wasm.engine import FlightEngine
+from atc.wasm.engine import FlightEngine, PreparedModule
 from atc.wasm.runner import FlightError, Invocation, run_flight, run_flight_async
 
 
@@ -28,7 +28,7 @@ def engine() -> Iterator[FlightEngine]:
     flight_engine.close()
 
 
-def prepare(engine: FlightEngine, wat: str) -> wasmtime.InstancePre:
+def prepare(engine: FlightEngine, wat: str) -> PreparedModule:
     return engine.prepare(wasmtime.Module(engine.engine, bytes(wasmtime.wat2wasm(wat))))
 
 

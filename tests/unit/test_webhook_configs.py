@@ -117,14 +117,18 @@ def test_resources_webhook(settings: WebhookSettings) -> None:
     )
     assert resources["sideEffects"] == "NoneOnDryRun"
     names = [condition["name"] for condition in resources["matchConditions"]]
-    assert names == ["managed-by-atc", "not-atc-service-account", "not-lease-or-node"]
+    assert names == ["managed-by-atc", "not-atc-service-account", "not-atc-webhook-dry-run", "not-lease-or-node"]
     assert resources["matchConditions"][0]["expression"] == (
         'object.metadata.labels["app.kubernetes.io/managed-by"] == "atc.yoke" || '
         'oldObject.metadata.labels["app.kubernetes.io/managed-by"] == "atc.yoke"'
     )
     assert resources["matchConditions"][1] == NOT_ATC
-    assert 'request.resource.resource == "leases"' in resources["matchConditions"][2]["expression"]
-    assert 'request.resource.resource == "nodes"' in resources["matchConditions"][2]["expression"]
+    webhook_user = f"system:serviceaccount:{settings.svc_namespace}:{settings.svc_name}-webhook"
+    assert resources["matchConditions"][2]["expression"] == (
+        f'!(request.dryRun == true && request.userInfo.username == "{webhook_user}")'
+    )
+    assert 'request.resource.resource == "leases"' in resources["matchConditions"][3]["expression"]
+    assert 'request.resource.resource == "nodes"' in resources["matchConditions"][3]["expression"]
     assert resources["objectSelector"] == {
         "matchExpressions": [{"key": "app.kubernetes.io/managed-by", "operator": "In", "values": ["atc.yoke"]}]
     }

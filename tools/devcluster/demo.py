@@ -1,8 +1,8 @@
 """``make demo``: the Backend scenario, end to end, on the local control plane.
 
 Run by ``python -m devcluster demo`` after ``devcluster up``. It builds the ``backend`` test flight,
-starts ``atc-webhook`` (TLS generated, registered with the API server) and ``atc-controller`` (as
-the ``atc-service-account`` ServiceAccount, like in a cluster), applies an Airway in dynamic mode
+starts ``atc-webhook`` (TLS generated, registered with the API server) and ``atc-controller``, each
+as its own ServiceAccount with exactly the Helm chart's RBAC (``tools/deployed.py``), applies an Airway in dynamic mode
 and a Backend, then shows the instance, its children and its Events, changes the Backend's Secret
 and shows the Deployment rolling to the new hash. The services keep running afterwards so you can
 look around; ``python -m devcluster demo-down`` (or ``make cluster-down``) stops them.
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from deployed import ChartIdentities, WebhookTarget, install_chart_identities, register_static_webhooks
 
 from atc.k8s.client import KubeClient, KubeError
 
@@ -63,7 +64,6 @@ class Demo:
     def __init__(self, state: ClusterState, kube: KubeClient, work: Path) -> None:
         self.state, self.kube, self.work = state, kube, work
         self.records: list[ProcessRecord] = []
-        self.admin_kubeconfig = json.loads(Path(state.kubeconfig).read_text())
 
     # ------------------------------------------------------------------------------------ services
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
@@ -87,39 +87,16 @@ class Demo:
             if not exc.conflict:
                 raise
 
-    async def _service_account_kubeconfig(self) -> Path:
-        account = f"{SVC_NAME}-service-account"
+    async def _chart_identities(self) -> ChartIdentities:
+        """The chart's ServiceAccounts and RBAC in SVC_NAMESPACE: each service runs as its own account."""
         await self._ensure("/api/v1/namespaces", {"metadata": {"name": SVC_NAMESPACE}})
-        await self._ensure(f"/api/v1/namespaces/{SVC_NAMESPACE}/serviceaccounts", {"metadata": {"name": account}})
-        await self._ensure(
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            {
-                "metadata": {"name": "atc-demo"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": SVC_NAMESPACE}],
-            },
-        )
-        token = await self.kube.request(
-            "POST",
-            f"/api/v1/namespaces/{SVC_NAMESPACE}/serviceaccounts/{account}/token",
-            body={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 86400},
-            },
-        )
-        config = {
-            **self.admin_kubeconfig,
-            "users": [{"name": account, "user": {"token": token["status"]["token"]}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
-        }
-        path = self.work / "controller.kubeconfig"
-        path.write_text(json.dumps(config))
-        return path
+        kubeconfig = Path(self.state.kubeconfig)
+        return await install_chart_identities(self.kube, kubeconfig, SVC_NAMESPACE, SVC_NAME, self.work)
 
     async def start_services(self) -> tuple[int, int]:
         webhook_port, health_port = free_port(), free_port()
         tls = self.work / "tls"
+        identities = await self._chart_identities()
         common = {
             "SVC_NAME": SVC_NAME,
             "SVC_NAMESPACE": SVC_NAMESPACE,
@@ -132,24 +109,26 @@ class Demo:
             "atc_webhook",
             {
                 **common,
-                "KUBE": self.state.kubeconfig,
+                "KUBE": str(identities.webhook_kubeconfig),
                 "PORT": str(webhook_port),
                 "ADDRESS": "127.0.0.1",
                 "TLS_GENERATE_DIR": str(tls),
                 "TLS_CA_CERT": str(tls / "ca.crt"),
                 "TLS_SERVER_CERT": str(tls / "server.crt"),
                 "TLS_SERVER_KEY": str(tls / "server.key"),
-                "REGISTER_WEBHOOKS": "true",
+                "REGISTER_WEBHOOKS": "false",
             },
         )
         await until("the webhook's CA", lambda: _exists(tls / "ca.crt"))
-        await until("the webhook to be registered and ready", lambda: self._webhook_ready(webhook_port, tls / "ca.crt"))
+        await until("the webhook to be ready", lambda: self._webhook_ready(webhook_port, tls / "ca.crt"))
+        target = WebhookTarget(SVC_NAME, SVC_NAMESPACE, common["WEBHOOK_URL"], str(tls / "ca.crt"))
+        await register_static_webhooks(self.kube, target)  # as the chart would
         self._spawn(
             "atc-controller",
             "atc_controller",
             {
                 **common,
-                "KUBE": str(await self._service_account_kubeconfig()),
+                "KUBE": str(identities.controller_kubeconfig),
                 "TLS_CA_CERT": str(tls / "ca.crt"),
                 "HEALTH_PORT": str(health_port),
                 "METRICS_PORT": str(free_port()),

@@ -57,8 +57,15 @@ go through its own webhooks, so the chart refuses it. */}}
 {{- $name -}}
 {{- end -}}
 
+{{/* The webhook's ServiceAccount: "<SVC_NAME>-webhook", the name atc-resources' match condition
+exempts for the webhook's own dry runs (atc.webhooks.webhook_service_account). */}}
 {{- define "atc.webhook.serviceAccountName" -}}
-{{- default (printf "%s-webhook" (include "atc.fullname" .)) .Values.webhook.serviceAccount.name -}}
+{{- $want := printf "%s-webhook" (include "atc.svcName" .) -}}
+{{- $name := default $want .Values.webhook.serviceAccount.name -}}
+{{- if ne $name $want -}}
+{{- fail (printf "webhook.serviceAccount.name must be %q (SVC_NAME + \"-webhook\": atc-resources exempts that account's dry runs), got %q" $want $name) -}}
+{{- end -}}
+{{- $name -}}
 {{- end -}}
 
 {{- define "atc.tlsSecretName" -}}
@@ -104,6 +111,49 @@ go through its own webhooks, so the chart refuses it. */}}
   value: {{ .Values.webhook.service.port | quote }}
 - name: TLS_CA_CERT
   value: /etc/atc/tls/ca.crt
+{{- if .Values.moduleVerificationKeys }}
+- name: MODULE_VERIFICATION_KEYS_PATH
+  value: /etc/atc/module-keys/keys.json
+{{- end }}
+{{- with .Values.dockerConfigSecretName }}
+- name: DOCKER_CONFIG_SECRET_NAME
+  value: {{ . | quote }}
+- name: DOCKER_CONFIG_FILE
+  value: /var/run/atc/docker/config.json
+{{- end }}
+{{- end -}}
+
+{{/* The Secret holding moduleVerificationKeys as keys.json. */}}
+{{- define "atc.moduleKeysSecretName" -}}
+{{- printf "%s-module-verification-keys" (include "atc.fullname" .) -}}
+{{- end -}}
+
+{{/* Mounts both services need for moduleVerificationKeys and dockerConfigSecretName. */}}
+{{- define "atc.sharedVolumeMounts" -}}
+{{- if .Values.moduleVerificationKeys }}
+- name: module-keys
+  mountPath: /etc/atc/module-keys
+  readOnly: true
+{{- end }}
+{{- if .Values.dockerConfigSecretName }}
+- name: docker-config
+  mountPath: /var/run/atc/docker
+{{- end }}
+{{- end -}}
+
+{{/* The volumes behind atc.sharedVolumeMounts: the keys Secret, and a writable emptyDir for the
+docker config file the services write from DOCKER_CONFIG_SECRET_NAME (the root filesystem is read-only). */}}
+{{- define "atc.sharedVolumes" -}}
+{{- if .Values.moduleVerificationKeys }}
+- name: module-keys
+  secret:
+    secretName: {{ include "atc.moduleKeysSecretName" . }}
+{{- end }}
+{{- if .Values.dockerConfigSecretName }}
+- name: docker-config
+  emptyDir:
+    sizeLimit: 2Mi
+{{- end }}
 {{- end -}}
 
 {{/* The rules flights' output gets (controller.rbac.flightResources) with the given verbs. */}}

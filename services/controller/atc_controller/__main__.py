@@ -1,8 +1,9 @@
 """Entry point of ``atc-controller`` (the console script): read settings, set up logging, run ``app.run``.
 
-Exit codes: 0 after a graceful shutdown, 1 on an unexpected error, 2 for bad settings (a bad value,
-a missing kubeconfig or CA file, an unusable kubeconfig): one line on stderr naming the setting and
-the expected form, no traceback.
+Exit codes: 0 after a graceful shutdown, 1 on an unexpected error or when the docker config Secret
+(``DOCKER_CONFIG_SECRET_NAME``) cannot be read at start (one line on stderr), 2 for bad settings (a bad
+value, a missing kubeconfig or CA file, unusable module verification keys, an unusable kubeconfig):
+one line on stderr naming the setting and the expected form, no traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from kubernetes_asyncio.config.config_exception import ConfigException
-
 from atc.logs import configure_logging
+from atc.runtime import startup_exit_code
 from atc.settings import SettingsError, check_startup, load_settings
 
 from . import app
@@ -34,12 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("atc.controller").info("starting atc-controller", extra={"concurrency": settings.concurrency})
     try:
         return asyncio.run(app.run(settings))
-    except ConfigException as exc:
-        print(f"atc-controller: failed to load config: invalid setting KUBE (--kube): {exc}", file=sys.stderr)
-        return 2
-    except Exception:
-        logging.getLogger("atc.controller").exception("program exiting with error")
-        return 1
+    except Exception as exc:
+        code = startup_exit_code("atc-controller", exc)
+        if code is None:
+            logging.getLogger("atc.controller").exception("program exiting with error")
+        return 1 if code is None else code
 
 
 if __name__ == "__main__":

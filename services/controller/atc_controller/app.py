@@ -1,7 +1,9 @@
 """The controller process from start to stop: wiring of clients, caches, probes, leader election, reconcilers.
 
 ``run(settings)``:
-1. connects to the API server and installs (or upgrades) the ``yoke.cd`` CRDs;
+1. connects to the API server (with ``DOCKER_CONFIG_SECRET_NAME``, writes and then follows the
+   docker config Secret, ``atc.docker_secret``; failing to read it is fatal) and installs (or
+   upgrades) the ``yoke.cd`` CRDs;
 2. serves ``/healthz`` and ``/readyz`` (HEALTH_PORT) and ``/metrics`` (METRICS_PORT);
 3. competes for the leader Lease; while leading, it watches Airways, CRDs (to
    notice a deleted or changed Airway CRD), Flights, ClusterFlights and readiness
@@ -24,8 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from atc.constants import FIELD_MANAGER_ATC
 from atc.crds import CRD_PATH as CRDS_PATH
 from atc.crds import install_yoke_crds
+from atc.docker_secret import docker_config_watch
 from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
@@ -34,9 +38,9 @@ from atc.k8s.gateway import LoopGateway
 from atc.k8s.readiness import CustomReadiness
 from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import split_api_version
+from atc.runtime import module_cache
 from atc.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.takeoff import Cluster
-from atc.wasm.cache import ModuleCache
 from atc.wasm.engine import FlightEngine
 
 from . import metrics
@@ -88,7 +92,7 @@ class Controller:
         settings = self.settings
         mapper = RestMapper(kube)
         engine = FlightEngine(workers=settings.concurrency)
-        modules = ModuleCache(engine, Path(settings.cache_fs), allow_list=settings.module_allow_list)
+        modules = module_cache(settings, engine)
         readiness = None if settings.disable_custom_readiness else CustomReadiness()
         manager = Manager(settings.concurrency)
         return ControllerContext(
@@ -105,7 +109,10 @@ class Controller:
         )
 
     async def run(self) -> int:
-        async with await KubeClient.connect(self.settings.kube) as kube:
+        async with (
+            await KubeClient.connect(self.settings.kube, field_manager=FIELD_MANAGER_ATC) as kube,
+            docker_config_watch(kube, self.settings),  # DOCKER_CONFIG_SECRET_NAME; a start failure is fatal
+        ):
             context = await self._build_context(kube)
             metrics.expose_library_counters(context.modules.stats, kube.requests)
             probes = self._probes(kube)

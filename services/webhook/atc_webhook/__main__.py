@@ -2,9 +2,11 @@
 
 The service runs on uvloop (with uvicorn's httptools parser, ``atc_webhook.server``): together they take
 about a third less CPU per admission request than asyncio's loop and h11 (``bench/admission.py``).
-Exit codes: 0 after a graceful shutdown, 1 when TLS cannot be set up, 2 for bad settings (a bad value, a
-missing kubeconfig or TLS file, an unusable kubeconfig): one line on stderr naming the setting and the
-expected form, no traceback. Called as the ``atc-webhook`` console script or ``python -m atc_webhook``.
+Exit codes: 0 after a graceful shutdown, 1 when TLS cannot be set up or the docker config Secret
+(``DOCKER_CONFIG_SECRET_NAME``) cannot be read at start, 2 for bad settings (a bad value, a missing
+kubeconfig or TLS file, unusable module verification keys, an unusable kubeconfig): one line on
+stderr naming the setting and the expected form, no traceback. Called as the ``atc-webhook`` console
+script or ``python -m atc_webhook``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import sys
 from collections.abc import Sequence
 
 import uvloop
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from atc.logs import configure_logging
+from atc.runtime import startup_exit_code
 from atc.settings import SettingsError, check_startup, load_settings
 
 from .server import serve
@@ -40,12 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(serve(settings))
-    except ConfigException as exc:
-        print(f"atc-webhook: failed to load config: invalid setting KUBE (--kube): {exc}", file=sys.stderr)
-        return 2
     except TlsSetupError as exc:
         log.error("cannot serve TLS", extra={"error": str(exc)})
         return 1
+    except Exception as exc:
+        code = startup_exit_code("atc-webhook", exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

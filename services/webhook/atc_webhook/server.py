@@ -2,8 +2,10 @@
 
 ``serve(settings)`` (called by ``atc_webhook.__main__``):
 1. finds or generates the TLS files (``atc_webhook.tls``) and loads them, failing fast when unusable;
-2. connects to the API server and builds the ``WebhookContext`` (caches, Event writer, TLS reloader,
-   and with ``REGISTER_WEBHOOKS`` the registrar);
+2. connects to the API server, writes and then follows the docker config Secret when
+   ``DOCKER_CONFIG_SECRET_NAME`` is set (``atc.docker_secret``; failing to read it is fatal), and
+   builds the ``WebhookContext`` (caches, Event writer, TLS reloader, and with ``REGISTER_WEBHOOKS``
+   the registrar);
 3. serves ``build_app(context)`` with uvicorn over the reloadable ``SSLContext``. The app's lifespan
    runs the caches, the Event writer, the TLS watcher, the registrar and a one-time freeze of the
    long-lived heap (``atc.heap``, once the caches are synced) in the background, so the
@@ -25,7 +27,6 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -36,11 +37,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from atc.constants import FIELD_MANAGER_ATC
+from atc.docker_secret import docker_config_watch
 from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
+from atc.runtime import module_cache
 from atc.takeoff import Cluster
-from atc.wasm.cache import ModuleCache
 from atc.wasm.engine import FlightEngine
 
 from . import metrics
@@ -205,7 +208,7 @@ def _flight_services(settings: WebhookSettings, kube: KubeClient) -> FlightServi
     """The flight runtime: engine, module cache under CACHE_FS, discovery."""
     mapper = RestMapper(kube)
     engine = FlightEngine()
-    modules = ModuleCache(engine, Path(settings.cache_fs), allow_list=settings.module_allow_list)
+    modules = module_cache(settings, engine)
     return FlightServices(
         Cluster(kube, mapper, engine),
         modules,
@@ -250,16 +253,17 @@ async def serve(settings: WebhookSettings) -> int:
     logging.getLogger("uvicorn.error").addFilter(_PlainUvicornRecords())
     files = ensure_tls_files(settings)
     settings = _with_tls_files(settings, files)
-    kube = await KubeClient.connect(settings.kube)
+    kube = await KubeClient.connect(settings.kube, field_manager=FIELD_MANAGER_ATC)
     try:
-        context = build_context(settings, kube, files)
-        if settings.register_webhooks:
-            context.registrar = Registrar(kube, settings, served_paths())
-        app = build_app(context)
-        server = uvicorn.Server(uvicorn_config(app, context))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _after_shutdown)
-        await server.serve()
+        async with docker_config_watch(kube, settings):  # DOCKER_CONFIG_SECRET_NAME; a start failure is fatal
+            context = build_context(settings, kube, files)
+            if settings.register_webhooks:
+                context.registrar = Registrar(kube, settings, served_paths())
+            app = build_app(context)
+            server = uvicorn.Server(uvicorn_config(app, context))
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, _after_shutdown)
+            await server.serve()
     finally:
         await kube.close()
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,21 +29,17 @@ from atc.constants import (
     ANNOTATION_OVERRIDE_MODE,
     DEFAULT_YOKE_VERSION,
     FIELD_MANAGER_APPLY,
-    MANAGED_BY_YOKE,
 )
 from atc.flight.flight_object import flight_takeoff_request
+from atc.flight.instance_object import ObjectPathError, instance_takeoff_request, load_instance_module
 from atc.flight.invocation import converter_invocation, timeout_seconds
-from atc.gocompat import DurationError, go_json
+from atc.gocompat import DurationError
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.gateway import LoopGateway
-from atc.k8s.refs import split_api_version
 from atc.models import AirwaySpec, FlightSpec
-from atc.releases import release_name
-from atc.takeoff import Cluster, TakeoffError, TakeoffRequest, takeoff
-from atc.wasm.access import ClusterAccess
-from atc.wasm.cache import ModuleCache
+from atc.takeoff import Cluster, TakeoffError, takeoff
+from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
-from atc.wasm.globs import allowed
 from atc.wasm.runner import FlightError, run_flight_async
 from atc_webhook.admission import AdmissionHTTPError, Verdict, allow, deny
 
@@ -52,6 +49,10 @@ DRY_RUN_FAILED = (
     "Either the inputs are invalid or the package implementation has errors"
 )
 OVERRIDE_FORBIDDEN = "user does not have permissions to create or update override annotations"
+# How long a dry run waits for its module to compile: the API server gives an instance's webhook
+# 10 s and the Flight webhook 30 s (atc.webhooks), and the dry run itself needs some of that.
+INSTANCE_MODULE_WAIT_SECONDS = 7.0
+FLIGHT_MODULE_WAIT_SECONDS = 25.0
 
 
 @dataclass(frozen=True)
@@ -78,16 +79,9 @@ async def check_airway(services: FlightServices, airway: Object) -> Verdict:
         spec = AirwaySpec.model_validate(airway.get("spec") or {})
     except ValueError as exc:
         return deny("Invalid", f"invalid airway spec: {exc}")
-    for label, url, checksum in (
-        ("flight", spec.wasm_urls.flight, spec.wasm_urls.flight_checksum),
-        ("converter", spec.wasm_urls.converter, spec.wasm_urls.converter_checksum),
-    ):
-        if not url:
-            continue
-        try:
-            await services.modules.load(url, checksum=checksum, insecure=spec.insecure)
-        except ModuleError as exc:
-            return deny("Invalid", f'failed to validate {label} url "{url}": {exc}')
+    problem = await _modules_problem(services, spec)
+    if problem:
+        return deny("Invalid", problem)
     crd = airway_crd(airway, copy.deepcopy(spec.template))
     try:
         await services.kube.apply(
@@ -101,6 +95,48 @@ async def check_airway(services: FlightServices, airway: Object) -> Verdict:
     return allow()
 
 
+async def _modules_problem(services: FlightServices, spec: AirwaySpec) -> str:
+    """Why the Airway's flight or converter module is unusable ('' when both are fine), found without compiling.
+
+    Both are fetched and verified at once; their compiles then run in the background, so the first
+    instance's dry run finds them ready. yoke compiles both inside this request, which a pair of
+    large modules cannot finish within the API server's 30 s webhook timeout.
+    """
+    wanted = [
+        (label, url, checksum)
+        for label, url, checksum in (
+            ("flight", spec.wasm_urls.flight, spec.wasm_urls.flight_checksum),
+            ("converter", spec.wasm_urls.converter, spec.wasm_urls.converter_checksum),
+        )
+        if url
+    ]
+    outcomes = await asyncio.gather(
+        *(services.modules.validate(url, checksum=checksum, insecure=spec.insecure) for _, url, checksum in wanted),
+        return_exceptions=True,
+    )
+    for (label, url, _), outcome in zip(wanted, outcomes, strict=True):
+        if isinstance(outcome, ModuleError):
+            return f'failed to validate {label} url "{url}": {outcome}'
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return ""
+
+
+async def _loaded_within(seconds: float, load: Awaitable[LoadedModule]) -> LoadedModule:
+    """The module, or ``ModuleStillCompilingError`` once ``seconds`` pass (the compile goes on)."""
+    try:
+        return await asyncio.wait_for(load, seconds)
+    except TimeoutError:
+        raise ModuleStillCompilingError(seconds) from None
+
+
+class ModuleStillCompilingError(ModuleError):
+    """The module is being compiled and the request cannot wait for it (the API server would time out)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the flight module is still being compiled after {seconds:.0f}s; try again in a few seconds")
+
+
 # ----------------------------------------------------------------------------------------------- flights
 async def check_flight(services: FlightServices, flight: Object, kind: str) -> Verdict:
     """``/validations/flights.yoke.cd``: a dry-run takeoff of the Flight or ClusterFlight."""
@@ -110,7 +146,8 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
     except (ValueError, DurationError) as exc:
         return deny("BadRequest", str(exc))
     try:
-        module = await services.modules.load(spec.wasm_url, checksum=spec.checksum, insecure=spec.insecure)
+        load = services.modules.load(spec.wasm_url, checksum=spec.checksum, insecure=spec.insecure)
+        module = await _loaded_within(FLIGHT_MODULE_WAIT_SECONDS, load)
     except ModuleNotAllowedError as exc:
         return deny("Forbidden", str(exc))
     except ModuleError as exc:
@@ -134,16 +171,6 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
 
 
 # ----------------------------------------------------------------------------------------------- instances
-def _owner_reference(obj: Object, kind: str | None = None) -> Object:
-    meta = obj.get("metadata") or {}
-    return {
-        "apiVersion": obj.get("apiVersion", ""),
-        "kind": kind or obj.get("kind", ""),
-        "name": meta.get("name", ""),
-        "uid": meta.get("uid", ""),
-    }
-
-
 def _gateway(services: FlightServices) -> LoopGateway:
     return LoopGateway(services.kube, services.cluster.mapper, asyncio.get_running_loop())
 
@@ -172,17 +199,6 @@ async def may_override(kube: KubeClient, user: Object) -> bool:
     return bool((answer.get("status") or {}).get("allowed"))
 
 
-def _value_at(obj: Object, path: list[str]) -> Any:
-    value: Any = obj
-    for key in path:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise ValueError(f"cannot read {key!r} of a non-object")
-        value = value.get(key)
-    return value
-
-
 async def check_instance(services: FlightServices, airway: Object, request: Object) -> Verdict:
     """``/validations/{airway}``: override annotations need Airway update rights; then a dry-run takeoff."""
     instance, old = request.get("object") or {}, request.get("oldObject")
@@ -194,12 +210,21 @@ async def check_instance(services: FlightServices, airway: Object, request: Obje
     if spec.skip_admission_webhook:
         return allow("admission skipped")
     try:
-        value = _value_at(instance, spec.object_path) if spec.object_path else instance
-    except ValueError as exc:
-        return deny("Invalid", f"failed to get object path: {exc}")
-    try:
-        takeoff_request = await _instance_takeoff(services, airway, spec, instance, go_json(value), overrides[0])
+        module = await _loaded_within(
+            INSTANCE_MODULE_WAIT_SECONDS, load_instance_module(services.modules, spec, instance)
+        )
+        takeoff_request = instance_takeoff_request(
+            spec,
+            instance,
+            module,
+            stdout_limit=services.flight_stdout_limit,
+            yoke_version=services.yoke_version,
+            gateway=_gateway(services),
+            dry_run=True,
+        )
         await takeoff(services.cluster, takeoff_request)
+    except ObjectPathError as exc:
+        return deny("Invalid", f"failed to get object path: {exc.detail}")
     except ModuleNotAllowedError as exc:
         return deny("Forbidden", str(exc))
     except ModuleError as exc:
@@ -207,53 +232,6 @@ async def check_instance(services: FlightServices, airway: Object, request: Obje
     except (TakeoffError, DurationError) as exc:
         return deny("Invalid", f"{DRY_RUN_FAILED}: {exc}")
     return allow("validation passed")
-
-
-async def _instance_takeoff(
-    services: FlightServices, airway: Object, spec: AirwaySpec, instance: Object, stdin: bytes, override_url: str
-) -> TakeoffRequest:
-    if override_url and not allowed(override_url, services.allow_list):
-        raise ModuleNotAllowedError(override_url)
-    url = override_url or spec.wasm_urls.flight
-    module = await services.modules.load(
-        url, checksum=spec.wasm_urls.flight_checksum, insecure=spec.insecure, fresh=bool(override_url)
-    )
-    template = spec.template
-    namespaced = template.get("scope", "Namespaced") == "Namespaced"
-    meta = instance.get("metadata") or {}
-    namespace = str(meta.get("namespace") or "default")
-    release = release_name(instance, namespaced=namespaced)
-    group, kind = str(template.get("group", "")), str((template.get("names") or {}).get("kind", ""))
-
-    def is_parent(obj: Object) -> bool:
-        obj_group, _ = split_api_version(str(obj.get("apiVersion", "")))
-        obj_meta = obj.get("metadata") or {}
-        same_object = (obj_meta.get("name"), obj_meta.get("namespace", "") or "") == (
-            meta.get("name"),
-            meta.get("namespace", "") or "",
-        )
-        return (obj_group, obj.get("kind")) == (group, kind) and same_object
-
-    access = ClusterAccess(
-        spec.cluster_access, release, namespace, tuple(spec.resource_access_matchers), _gateway(services)
-    )
-    return TakeoffRequest(
-        release=release,
-        namespace=namespace,
-        module=module,
-        source_url=spec.wasm_urls.flight,
-        stdin=stdin,
-        timeout=timeout_seconds(spec.timeout),
-        max_memory_mib=spec.max_memory_mib,
-        stdout_limit=services.flight_stdout_limit,
-        yoke_version=services.yoke_version,
-        access=access,
-        managed_by=MANAGED_BY_YOKE,
-        owner_references=[_owner_reference(instance)],
-        cross_namespace=not namespaced,
-        is_parent=is_parent,
-        dry_run=True,
-    )
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -284,7 +262,23 @@ async def convert(services: FlightServices, airway: Object, body: bytes) -> Obje
     review.update(answer)
     converted = (review.get("response") or {}).get("convertedObjects") or []
     for original, obj in zip(originals, converted, strict=False):
-        if isinstance(obj, dict) and "status" in original:
-            obj["status"] = original["status"]
+        if isinstance(obj, dict):
+            keep_from_original(original, obj)
     result_review: Object = review
     return result_review
+
+
+def keep_from_original(original: Object, converted: Object) -> None:
+    """What a converted object must carry over from the one the API server sent.
+
+    ``status`` is kept (yoke means to and does not; docs/compatibility.md). ``metadata`` is restored when the converter
+    dropped it: the API server sends objects without metadata when server-side apply converts the
+    fields a manager owns, a Go converter then omits the empty ``metadata`` (``omitzero``), and the
+    API server refuses a converted object without metadata ("missing metadata in converted object").
+    It takes every field of metadata but labels and annotations from its own copy anyway.
+    """
+    if "status" in original:
+        converted["status"] = original["status"]
+    if not isinstance(converted.get("metadata"), dict):
+        metadata = original.get("metadata")
+        converted["metadata"] = copy.deepcopy(metadata) if isinstance(metadata, dict) else {}

@@ -3,8 +3,8 @@
 kubernetes-asyncio loads kubeconfig or in-cluster credentials (tokens, client
 certificates, exec plugins, refresh); this module sends plain JSON requests
 through it and turns error responses into ``KubeError`` with the API server's
-own message (``secrets "x" not found``). Used by the discovery mapper, the
-flight host functions, and later the reconcilers and the webhook.
+own message (``secrets "x" not found``). Used by both services for every
+API call: reconcilers, reflectors, the flight host functions, admission checks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT = 30.0
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class KubeError(Exception):
@@ -68,13 +69,20 @@ def _error_from(status: int, raw: bytes) -> KubeError:
 class KubeClient:
     """JSON requests to one API server with the credentials of a kubeconfig or the pod."""
 
-    def __init__(self, api: k8s_client.ApiClient) -> None:
+    def __init__(self, api: k8s_client.ApiClient, *, field_manager: str = "") -> None:
         self._api = api
+        self.field_manager = field_manager  # sent with every write that names no manager of its own
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, resource), for metrics
 
     @classmethod
-    async def connect(cls, kubeconfig: str = "", *, qps_headers: Mapping[str, str] | None = None) -> KubeClient:
-        """Credentials from ``kubeconfig`` (a path), or the in-cluster service account when empty."""
+    async def connect(
+        cls, kubeconfig: str = "", *, qps_headers: Mapping[str, str] | None = None, field_manager: str = ""
+    ) -> KubeClient:
+        """Credentials from ``kubeconfig`` (a path), or the in-cluster service account when empty.
+
+        ``field_manager`` is the manager of writes that name none (status updates, metadata patches);
+        without it the API server derives one from the user agent.
+        """
         configuration = k8s_client.Configuration()
         if kubeconfig:
             await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -84,7 +92,7 @@ class KubeClient:
         api.user_agent = "yoke-atc-py"
         for key, value in (qps_headers or {}).items():
             api.set_default_header(key, value)
-        return cls(api)
+        return cls(api, field_manager=field_manager)
 
     @property
     def server(self) -> str:
@@ -111,6 +119,8 @@ class KubeClient:
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
         self.requests["APPLY" if content_type == APPLY_PATCH else method, resource_of(path)] += 1
+        if self.field_manager and method in WRITE_METHODS and "fieldManager" not in (query or {}):
+            query = {**(query or {}), "fieldManager": self.field_manager}
         try:
             response: aiohttp.ClientResponse = await self._api.call_api(
                 path,

@@ -1,24 +1,35 @@
-"""Flight modules by URL: allow-list, checksum on every load, raw and compiled caches on disk.
+"""Flight modules by URL: allow-list, checksum and signature on every load, raw and compiled caches on disk.
 
 ``ModuleCache.load(url, checksum=..., insecure=...)`` returns a ``LoadedModule``
-ready to run. Every call checks the allow-list and the expected sha256
-(explicit, or inferred from the URL), also when the module comes from memory.
+ready to run. Every call checks the allow-list, the expected sha256 (explicit,
+or inferred from the URL) and, with verification keys, the module's signature
+(``atc.wasm.signatures``; skipped for URLs the allow-list names), also when the
+module comes from memory. Signature verdicts are memoised per module sha256 and
+key set, since bytes with one sha256 never change. Only WebAssembly binaries
+are accepted (never text). ``validate`` runs the same checks and validates the
+bytes without compiling, then compiles in the background: Airway admission
+must answer in seconds.
 Bytes are fetched once per URL (``atc.wasm.sources``) and kept under
 ``CACHE_FS/modules/<sha256>.wasm``; compiled artefacts live under
 ``CACHE_FS/<wasmtime version + engine fingerprint>/<sha256>.cwasm`` with a
 digest beside them, so a corrupt, truncated or foreign file is detected and
-recompiled instead of being handed to wasmtime. Compilation runs in a child
-process (``atc.wasm.compile_worker``), one at a time; concurrent loads of one
-module share a single compile. A bounded LRU keeps recently used modules in
-memory. Callers: the reconcilers (through ``atc.flight``) and the webhook.
+recompiled instead of being handed to wasmtime. ``compiler_for`` picks the
+compiler (``MODULE_COMPILER``): by default Winch for modules of trusted
+provenance, Cranelift for the rest. Compilation runs in a child process
+(``atc.wasm.compile_worker``), one at a time, in a task of its own, so
+concurrent loads share one compile and a caller that stops waiting does not
+cancel it. A bounded LRU keeps recently used modules in memory. Callers: the
+reconcilers (through ``atc.flight``) and the webhook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -27,13 +38,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wasmtime import InstancePre, Module, WasmtimeError
+from wasmtime import Module, WasmtimeError
 
 from .checksum import checksum_from_url, sha1_hex, sha256_hex
-from .engine import FlightEngine
-from .errors import ChecksumMismatchError, ModuleError, ModuleFetchError, ModuleNotAllowedError
+from .engine import COMPILERS, CRANELIFT, WINCH, FlightEngine, PreparedModule
+from .errors import (
+    ChecksumMismatchError,
+    ModuleError,
+    ModuleFetchError,
+    ModuleNotAllowedError,
+    ModuleVerificationError,
+)
 from .globs import allowed
+from .signatures import VerificationKeys, verify_module
 from .sources import fetch_module
+
+VERDICTS_KEPT = 4096
+WASM_MAGIC = b"\0asm"
+NOT_WASM = "failed to load remote wasm: the content is not a WebAssembly binary module"
+AUTO = "auto"
+COMPILER_POLICIES = (AUTO, *COMPILERS)
+log = logging.getLogger("atc.wasm.cache")
+
+
+def compiler_for(policy: str, *, trusted: bool) -> str:
+    """The compiler for a module: Winch only for trusted provenance under ``auto`` (docs/flight-runtime.md).
+
+    Trusted means the URL matches ``MODULE_ALLOW_LIST`` or the module's signature was verified with
+    ``MODULE_VERIFICATION_KEYS_PATH``: the operator named its source or its signer. Anything else
+    gets Cranelift, whatever it costs to compile.
+    """
+    if policy == AUTO:
+        return WINCH if trusted else CRANELIFT
+    return policy
 
 
 class CompileError(ModuleError):
@@ -60,7 +97,8 @@ class LoadedModule:
     sha1: str  # yoke stores the SHA-1 of the wasm as a revision's source checksum
     size: int
     module: Module
-    prepared: InstancePre
+    prepared: PreparedModule
+    compiler: str = CRANELIFT
 
 
 @dataclass
@@ -102,16 +140,20 @@ class ModuleCache:
     root: Path
     allow_list: Sequence[str] = ()
     docker_config_path: Path | None = None
+    verification_keys: VerificationKeys | None = None
+    compiler_policy: str = AUTO  # MODULE_COMPILER: auto, cranelift or winch
     memory_entries: int = 32
     fetch_timeout: float = 60.0
     stats: CacheStats = field(default_factory=CacheStats)
 
     def __post_init__(self) -> None:
         self._by_url: dict[str, _Entry] = {}
-        self._compiled: OrderedDict[str, LoadedModule] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, str], LoadedModule] = OrderedDict()  # (sha256, compiler)
         self._url_locks: dict[str, asyncio.Lock] = {}
-        self._compiling: dict[str, asyncio.Future[LoadedModule]] = {}
+        self._compiling: dict[tuple[str, str], asyncio.Future[LoadedModule]] = {}
+        self._background: set[asyncio.Future[LoadedModule]] = set()
         self._compile_slots = asyncio.Semaphore(1)
+        self._verdicts: OrderedDict[tuple[str, str], str | None] = OrderedDict()  # -> failure reason or None
 
     # ------------------------------------------------------------------ public
     async def load(self, url: str, *, checksum: str = "", insecure: bool = False, fresh: bool = False) -> LoadedModule:
@@ -125,11 +167,81 @@ class ModuleCache:
             return await self._load_checked(url, checksum, insecure=insecure, fresh=True)
 
     async def _load_checked(self, url: str, checksum: str, *, insecure: bool, fresh: bool) -> LoadedModule:
+        entry, compiler = await self._checked_entry(url, checksum, insecure=insecure, fresh=fresh)
+        return await self._compiled_module(url, entry, compiler)
+
+    async def _checked_entry(self, url: str, checksum: str, *, insecure: bool, fresh: bool) -> tuple[_Entry, str]:
+        """The URL's verified bytes, and the compiler its provenance earns (``compiler_for``)."""
         entry = await self._entry(url, insecure=insecure, fresh=fresh)
         expected = (checksum or checksum_from_url(url)).lower()
         if expected and expected != entry.sha256:
             raise ChecksumMismatchError(expected, entry.sha256)
-        return await self._compiled_module(url, entry)
+        keys = self.verification_keys
+        allow_listed = bool(self.allow_list) and allowed(url, self.allow_list)
+        if keys and not allow_listed:  # the allow-list takes precedence over signatures, as in yoke
+            await self._verify_signature(entry, keys)
+        return entry, compiler_for(self.compiler_policy, trusted=allow_listed or bool(keys))
+
+    async def validate(self, url: str, *, checksum: str = "", insecure: bool = False) -> None:
+        """Everything ``load`` checks, without compiling: for Airway admission, which must answer in seconds.
+
+        The module is fetched, its checksum and signature verified and its bytes validated as wasm;
+        the compile then starts in the background, so a later ``load`` (the first instance's dry
+        run) finds it done or under way.
+        """
+        if not allowed(url, self.allow_list):
+            raise ModuleNotAllowedError(url)
+        entry, compiler = await self._checked_entry(url, checksum, insecure=insecure, fresh=False)
+        problem = await asyncio.to_thread(self._validation_problem, entry.sha256, compiler)
+        if problem:
+            raise CompileError(f"failed to compile module: {problem}")
+        self._compile_in_background(url, entry, compiler)
+
+    def _validation_problem(self, sha256: str, compiler: str) -> str:
+        """Why the stored bytes are not a valid module for the engine, or '' when they are."""
+        self._check_bytes(sha256)
+        try:
+            Module.validate(self.engine.backend(compiler).engine, self._module_path(sha256).read_bytes())
+        except WasmtimeError as exc:
+            return str(exc).splitlines()[0] if str(exc) else "invalid module"
+        return ""
+
+    def _compile_in_background(self, url: str, entry: _Entry, compiler: str) -> None:
+        task = asyncio.ensure_future(self._compiled_module(url, entry, compiler))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[LoadedModule]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a later load reports it to its caller
+            log.info("background compile failed", extra={"error": str(task.exception())})
+
+    async def _verify_signature(self, entry: _Entry, keys: VerificationKeys) -> None:
+        """Raise ``ModuleVerificationError`` unless the module is signed by one of ``keys`` (before compiling)."""
+        memo = (entry.sha256, keys.identity)
+        if memo in self._verdicts:
+            self._verdicts.move_to_end(memo)
+        else:
+            self._verdicts[memo] = await asyncio.to_thread(self._verdict, entry.sha256, keys)
+            while len(self._verdicts) > VERDICTS_KEPT:
+                self._verdicts.popitem(last=False)
+        reason = self._verdicts[memo]
+        if reason is not None:
+            raise ModuleVerificationError(reason)
+
+    def _verdict(self, sha256: str, keys: VerificationKeys) -> str | None:
+        """Why the stored bytes of ``sha256`` fail verification, or None when they pass."""
+        try:
+            wasm = self._module_path(sha256).read_bytes()
+        except OSError:
+            raise _BytesUnusableError(sha256) from None
+        if sha256_hex(wasm) != sha256:
+            raise _BytesUnusableError(sha256)
+        try:
+            verify_module(keys, wasm)
+        except ModuleVerificationError as exc:
+            return exc.reason
+        return None
 
     def forget(self, url: str) -> None:
         """Drop the URL's record so the next load fetches it again."""
@@ -157,6 +269,8 @@ class ModuleCache:
                     )
                 except ModuleFetchError as exc:
                     raise ModuleFetchError(f"failed to load remote wasm: failed to load wasm: {exc}") from exc
+                if not wasm.startswith(WASM_MAGIC):  # never hand text (WAT) or anything else to wasmtime
+                    raise ModuleFetchError(NOT_WASM)
                 self.stats.downloads += 1
                 entry = await asyncio.to_thread(self._store_bytes, url, wasm)
             self._by_url[url] = entry
@@ -187,70 +301,66 @@ class ModuleCache:
             raise _BytesUnusableError(sha256)
 
     # ------------------------------------------------------------------ compiled
-    def _artefact_paths(self, sha256: str) -> tuple[Path, Path]:
-        directory = self.root / self.engine.cache_dir_name
+    def _artefact_paths(self, sha256: str, compiler: str) -> tuple[Path, Path]:
+        directory = self.root / self.engine.cache_dir_name(compiler)
         return directory / f"{sha256}.cwasm", directory / f"{sha256}.json"
 
-    async def _compiled_module(self, url: str, entry: _Entry) -> LoadedModule:
-        if entry.sha256 in self._compiled:
-            self._compiled.move_to_end(entry.sha256)
+    async def _compiled_module(self, url: str, entry: _Entry, compiler: str) -> LoadedModule:
+        key = (entry.sha256, compiler)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
             self.stats.memory_hits += 1
-            return self._with_url(self._compiled[entry.sha256], url)
-        pending = self._compiling.get(entry.sha256)
+            return self._with_url(self._compiled[key], url)
+        pending = self._compiling.get(key)
         if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._compiling[entry.sha256] = pending
-            try:
-                pending.set_result(await self._load_or_compile(url, entry))
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # mark retrieved: waiters (if any) re-raise it below
-            finally:
-                del self._compiling[entry.sha256]
+            # its own task: a caller that stops waiting (an admission that ran out of time) does not
+            # cancel the compile for everyone else
+            pending = asyncio.ensure_future(self._load_or_compile(url, entry, compiler))
+            self._compiling[key] = pending
+            pending.add_done_callback(lambda _: self._compiling.pop(key, None))
         loaded = await asyncio.shield(pending)
         return self._with_url(loaded, url)
 
     @staticmethod
     def _with_url(loaded: LoadedModule, url: str) -> LoadedModule:
-        if loaded.url == url:
-            return loaded
-        return LoadedModule(url, loaded.sha256, loaded.sha1, loaded.size, loaded.module, loaded.prepared)
+        return loaded if loaded.url == url else dataclasses.replace(loaded, url=url)
 
-    async def _load_or_compile(self, url: str, entry: _Entry) -> LoadedModule:
-        module = await asyncio.to_thread(self._deserialize_verified, entry.sha256)
+    async def _load_or_compile(self, url: str, entry: _Entry, compiler: str) -> LoadedModule:
+        module = await asyncio.to_thread(self._deserialize_verified, entry.sha256, compiler)
         if module is None:
-            await self._compile(entry.sha256)
-            module = await asyncio.to_thread(self._deserialize_verified, entry.sha256)
+            await self._compile(entry.sha256, compiler)
+            module = await asyncio.to_thread(self._deserialize_verified, entry.sha256, compiler)
             if module is None:
                 raise CompileError(f"failed to compile module: artefact for {entry.sha256} did not load")
         else:
             self.stats.disk_loads += 1
         try:
-            prepared = await asyncio.to_thread(self.engine.prepare, module)
+            prepared = await asyncio.to_thread(self.engine.prepare, module, compiler)
         except WasmtimeError as exc:  # e.g. an import yoke does not provide
             raise LinkError(f"failed to link module: {exc}") from None
-        loaded = LoadedModule(url, entry.sha256, entry.sha1, entry.size, module, prepared)
-        self._compiled[entry.sha256] = loaded
+        loaded = LoadedModule(url, entry.sha256, entry.sha1, entry.size, module, prepared, compiler)
+        self._compiled[(entry.sha256, compiler)] = loaded
         while len(self._compiled) > self.memory_entries:
             self._compiled.popitem(last=False)
         return loaded
 
-    def _deserialize_verified(self, sha256: str) -> Module | None:
+    def _deserialize_verified(self, sha256: str, compiler: str) -> Module | None:
         """Load the artefact only if its recorded digest matches; anything odd means recompile."""
-        artefact, meta_path = self._artefact_paths(sha256)
+        artefact, meta_path = self._artefact_paths(sha256, compiler)
+        backend = self.engine.backend(compiler)
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") != self.engine.fingerprint or meta.get("cwasm_sha256") != _file_sha256(artefact):
+            if meta.get("fingerprint") != backend.fingerprint or meta.get("cwasm_sha256") != _file_sha256(artefact):
                 raise ValueError("artefact does not match its record")
-            return Module.deserialize_file(self.engine.engine, str(artefact))
+            return Module.deserialize_file(backend.engine, str(artefact))
         except (OSError, ValueError, KeyError, WasmtimeError):
             for path in (artefact, meta_path):
                 with contextlib.suppress(OSError):
                     path.unlink()
             return None
 
-    async def _compile(self, sha256: str) -> None:
-        artefact, meta_path = self._artefact_paths(sha256)
+    async def _compile(self, sha256: str, compiler: str) -> None:
+        artefact, meta_path = self._artefact_paths(sha256, compiler)
         artefact.parent.mkdir(parents=True, exist_ok=True)
         tmp = artefact.parent / f".{sha256}.{os.getpid()}.cwasm"
         await asyncio.to_thread(self._check_bytes, sha256)
@@ -261,6 +371,7 @@ class ModuleCache:
                 "atc.wasm.compile_worker",
                 str(self._module_path(sha256)),
                 str(tmp),
+                compiler,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
@@ -274,5 +385,6 @@ class ModuleCache:
             )
         digest = await asyncio.to_thread(_file_sha256, tmp)
         os.replace(tmp, artefact)
-        meta = {"wasm_sha256": sha256, "cwasm_sha256": digest, "fingerprint": self.engine.fingerprint}
+        fingerprint = self.engine.backend(compiler).fingerprint
+        meta = {"wasm_sha256": sha256, "cwasm_sha256": digest, "fingerprint": fingerprint, "compiler": compiler}
         _write_atomically(meta_path, json.dumps(meta).encode())

@@ -1,9 +1,15 @@
-"""The process-wide wasmtime engine: configuration, linker with yoke's imports, epoch ticker.
+"""The process-wide wasmtime engines: configuration, linker with yoke's imports, epoch ticker.
 
-One ``FlightEngine`` per process. Its ``Config`` (Cranelift, epoch
-interruption) is also what the compile worker uses, so serialized artefacts
-fit; ``fingerprint`` names that configuration plus the wasmtime version and
-CPU, and keys the on-disk compiled cache. The linker defines WASI preview 1,
+One ``FlightEngine`` per process, with one wasmtime ``Engine`` per compiler a
+module was compiled with: Cranelift, the optimising compiler and the default,
+and Winch, wasmtime's baseline compiler, about five times faster to compile a
+large Go flight but whose code runs slower, used only for modules of trusted
+provenance (``atc.wasm.cache`` decides; docs/flight-runtime.md says why). Each
+``Config`` (compiler, epoch interruption) is also what the compile worker uses,
+so serialized artefacts fit; ``fingerprint(compiler)`` names that configuration
+plus the wasmtime version and CPU, and keys the on-disk compiled cache. A
+module runs in a store of the engine it was compiled for (``PreparedModule``).
+The linkers define WASI preview 1,
 a deadline-aware ``poll_oneoff`` and both ``host`` imports (always, so every
 yoke flight links with or without cluster access). A daemon thread advances
 the epoch every ``TICK_SECONDS`` while at least one flight runs (``running``)
@@ -23,24 +29,36 @@ import platform
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 from wasmtime import Caller, Config, Engine, FuncType, InstancePre, Linker, Module, ValType
+from wasmtime import _ffi as wasmtime_ffi
 
 from . import host, wasi_poll
 from .context import current_invocation
 from .guest import GuestMemory, GuestMemoryError
 
 TICK_SECONDS = 0.01
-ENGINE_SETTINGS = {"strategy": "cranelift", "cranelift_opt_level": "speed", "epoch_interruption": "true"}
+CRANELIFT, WINCH = "cranelift", "winch"
+COMPILERS = (CRANELIFT, WINCH)
+ENGINE_SETTINGS = {
+    CRANELIFT: {"strategy": CRANELIFT, "cranelift_opt_level": "speed", "epoch_interruption": "true"},
+    WINCH: {"strategy": WINCH, "epoch_interruption": "true"},
+}
+_WINCH_STRATEGY = 2  # wasmtime_strategy_t WASMTIME_STRATEGY_WINCH, which Config.strategy does not accept
 
 
-def make_config(*, parallel_compilation: bool = True) -> Config:
-    """The engine configuration every artefact in the compiled cache is made with."""
+def make_config(compiler: str = CRANELIFT, *, parallel_compilation: bool = True) -> Config:
+    """The engine configuration every artefact ``compiler`` puts in the compiled cache is made with."""
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r}: expected one of {', '.join(COMPILERS)}")
     config = Config()
-    config.strategy = ENGINE_SETTINGS["strategy"]
-    config.cranelift_opt_level = ENGINE_SETTINGS["cranelift_opt_level"]
+    if compiler == WINCH:
+        wasmtime_ffi.wasmtime_config_strategy_set(config.ptr(), _WINCH_STRATEGY)
+    else:
+        config.strategy = CRANELIFT
+        config.cranelift_opt_level = ENGINE_SETTINGS[CRANELIFT]["cranelift_opt_level"]
     config.epoch_interruption = True
     config.parallel_compilation = parallel_compilation
     return config
@@ -60,13 +78,13 @@ def wasmtime_version() -> str:
     return importlib.metadata.version("wasmtime")
 
 
-def engine_fingerprint() -> str:
-    """Names everything that decides whether a serialized module fits this process."""
+def engine_fingerprint(compiler: str = CRANELIFT) -> str:
+    """Names everything that decides whether a serialized module fits this process's ``compiler`` engine."""
     parts = [
         wasmtime_version(),
         platform.machine(),
         _cpu_flags(),
-        *sorted(f"{k}={v}" for k, v in ENGINE_SETTINGS.items()),
+        *sorted(f"{k}={v}" for k, v in ENGINE_SETTINGS[compiler].items()),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -96,13 +114,30 @@ def _build_linker(engine: Engine) -> Linker:
     return linker
 
 
+@dataclass(frozen=True)
+class PreparedModule:
+    """A module linked once, with the engine its stores must belong to; shared by every run, on any thread."""
+
+    instance_pre: InstancePre
+    engine: Engine
+    compiler: str = CRANELIFT
+
+
+@dataclass(frozen=True)
+class _Backend:
+    engine: Engine
+    linker: Linker
+    fingerprint: str
+
+
 class FlightEngine:
-    """Engine, linker, epoch ticker and worker threads shared by every flight in the process."""
+    """Engines (one per compiler in use), linkers, epoch ticker and worker threads shared by every flight."""
 
     def __init__(self, *, workers: int | None = None) -> None:
-        self.engine = Engine(make_config())
-        self.linker = _build_linker(self.engine)
-        self.fingerprint = engine_fingerprint()
+        self._backends: dict[str, _Backend] = {}
+        self._backends_lock = threading.Lock()
+        self.engine = self.backend(CRANELIFT).engine
+        self.fingerprint = self.backend(CRANELIFT).fingerprint
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="flight")
         self._stopped = False
@@ -120,7 +155,8 @@ class FlightEngine:
                     continue
                 self._wake.wait(TICK_SECONDS)
                 if self._active_runs:
-                    self.engine.increment_epoch()
+                    for backend in list(self._backends.values()):
+                        backend.engine.increment_epoch()
                     self.ticks += 1
 
     @contextlib.contextmanager
@@ -135,9 +171,18 @@ class FlightEngine:
             with self._wake:
                 self._active_runs -= 1
 
-    def prepare(self, module: Module) -> InstancePre:
-        """Link ``module`` once; the result is shared by every run of it, on any thread."""
-        return self.linker.instantiate_pre(module)
+    def backend(self, compiler: str) -> _Backend:
+        """The engine and linker for modules ``compiler`` compiled (made on first use)."""
+        with self._backends_lock:
+            if compiler not in self._backends:
+                engine = Engine(make_config(compiler))
+                self._backends[compiler] = _Backend(engine, _build_linker(engine), engine_fingerprint(compiler))
+            return self._backends[compiler]
+
+    def prepare(self, module: Module, compiler: str = CRANELIFT) -> PreparedModule:
+        """Link ``module`` (made by ``compiler``'s engine) once, for every run of it."""
+        backend = self.backend(compiler)
+        return PreparedModule(backend.linker.instantiate_pre(module), backend.engine, compiler)
 
     def close(self) -> None:
         with self._wake:
@@ -146,6 +191,6 @@ class FlightEngine:
         self.executor.shutdown(wait=True, cancel_futures=True)
         self._ticker.join(timeout=1)
 
-    @cached_property
-    def cache_dir_name(self) -> str:
-        return f"wasmtime-{wasmtime_version()}-{self.fingerprint}"
+    def cache_dir_name(self, compiler: str = CRANELIFT) -> str:
+        """The compiled cache's directory for ``compiler``'s artefacts."""
+        return f"wasmtime-{wasmtime_version()}-{self.backend(compiler).fingerprint}"

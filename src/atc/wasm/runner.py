@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wasmtime import ExitTrap, Func, InstancePre, Store, Trap, WasiConfig, WasmtimeError
+from wasmtime import ExitTrap, Func, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime import _bindings as wasmtime_ffi
 
 from atc.gocompat import seconds_to_duration_text
 
 from .access import ClusterAccess, LookupTracker
 from .context import InvocationContext, set_current_invocation
-from .engine import FlightEngine
+from .engine import FlightEngine, PreparedModule
 
 MIB = 1 << 20
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -158,9 +158,9 @@ def _wasi_config(invocation: Invocation, run: _Run) -> WasiConfig:
     return wasi
 
 
-def _execute(prepared: InstancePre, engine: FlightEngine, run: _Run) -> int:
+def _execute(prepared: PreparedModule, engine: FlightEngine, run: _Run) -> int:
     """Instantiate and run ``_start``; returns the exit code or raises wasmtime's error."""
-    store = Store(engine.engine)
+    store = Store(prepared.engine)
     store.set_wasi(_wasi_config(run.invocation, run))
     if run.invocation.max_memory_mib > 0:
         store.set_limits(memory_size=run.invocation.max_memory_mib * MIB)
@@ -170,7 +170,7 @@ def _execute(prepared: InstancePre, engine: FlightEngine, run: _Run) -> int:
     run.context.store = store
     set_current_invocation(run.context)
     try:
-        start = prepared.instantiate(store).exports(store).get("_start")
+        start = prepared.instance_pre.instantiate(store).exports(store).get("_start")
         if not isinstance(start, Func):
             raise FlightError("failed to instantiate module: module does not export _start", "link")
         with engine.running():
@@ -207,7 +207,7 @@ def _exit_failure(run: _Run, code: int, stdout: bytes, stderr: bytes) -> FlightE
     return FlightError(f"failed to instantiate module: {text}", "exit", stdout=stdout, stderr=stderr, exit_code=code)
 
 
-def run_flight(engine: FlightEngine, prepared: InstancePre, invocation: Invocation) -> RunResult:
+def run_flight(engine: FlightEngine, prepared: PreparedModule, invocation: Invocation) -> RunResult:
     """Run a linked flight to completion on this thread."""
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="flight-", dir=_scratch_root()))
@@ -243,7 +243,7 @@ def _oversized(run: _Run) -> bool:
     return False
 
 
-async def run_flight_async(engine: FlightEngine, prepared: InstancePre, invocation: Invocation) -> RunResult:
+async def run_flight_async(engine: FlightEngine, prepared: PreparedModule, invocation: Invocation) -> RunResult:
     """Run a flight on the engine's worker pool; the event loop keeps serving meanwhile."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(engine.executor, run_flight, engine, prepared, invocation)

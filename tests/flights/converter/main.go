@@ -5,8 +5,11 @@
 // dimensions, v2→v1 moves it back and drops unit. It reads an
 // apiextensions.k8s.io/v1 ConversionReview request on stdin and prints the
 // review with response.uid = request.uid and every request.objects[i]
-// converted to request.desiredAPIVersion (metadata and status untouched), or
+// converted to request.desiredAPIVersion (status untouched), or
 // response.result {status: Failure, message} when an object cannot be converted.
+// Metadata is what a converter written with typed Go structs returns (yoke's own
+// test converter is one): only name, namespace, uid, labels and annotations, and
+// no metadata at all when none of them is set (ObjectMeta with omitzero).
 package main
 
 import (
@@ -100,7 +103,24 @@ func convert(object testflight.Object, desired string) error {
 	}
 	object["spec"] = spec
 	object["apiVersion"] = desired
+	typedMetadata(object)
 	return nil
+}
+
+// typedMetadata keeps the metadata fields a typed converter copies, and drops an empty result.
+func typedMetadata(object testflight.Object) {
+	metadata, _ := object["metadata"].(map[string]any)
+	kept := map[string]any{}
+	for _, key := range []string{"name", "namespace", "uid", "labels", "annotations"} {
+		if value, ok := metadata[key]; ok && value != nil && value != "" {
+			kept[key] = value
+		}
+	}
+	if len(kept) == 0 {
+		delete(object, "metadata")
+		return
+	}
+	object["metadata"] = kept
 }
 
 // gadgetVersion splits a Gadget apiVersion (group convert.test or a subdomain of it, version v1 or v2).

@@ -30,26 +30,23 @@ from typing import Any
 
 from atc.conditions import find_condition, set_status_condition
 from atc.constants import (
-    ANNOTATION_INSTANCE_REF,
-    ANNOTATION_OVERRIDE_FLIGHT,
     ANNOTATION_OVERRIDE_MODE,
     API_VERSION,
     FINALIZER_INSTANCE,
-    MANAGED_BY_ATC,
 )
-from atc.flight.invocation import timeout_seconds
-from atc.gocompat import DurationError, go_json
+from atc.flight.instance_object import ObjectPathError, instance_takeoff_request, load_instance_module
+from atc.gocompat import DurationError
 from atc.k8s.apply import ApplyError, apply_stage, mapping_for, object_path
 from atc.k8s.client import MERGE_PATCH, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
-from atc.k8s.refs import canonical_name, parse_ref, resource_ref, split_api_version
+from atc.k8s.refs import canonical_name, parse_ref, resource_ref
 from atc.models import MODES, AirwaySpec, Mode
 from atc.prune import PruneOptions, mayday
 from atc.releases import release_name
 from atc.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
-from atc.wasm.access import ClusterAccess, LookupTracker
+from atc.wasm.access import LookupTracker
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller import metrics
 from atc_controller.context import ControllerContext
@@ -65,25 +62,6 @@ NOT_READY_REQUEUE = 5.0
 CHILD_WAIT_SECONDS = 5.0
 
 
-class ObjectPathError(TerminalError):
-    """``objectPath`` runs through something that is not an object."""
-
-
-def value_at(obj: Object, path: list[str]) -> Any:
-    """The value at ``path`` (None when a key is missing); a non-object on the way is an error."""
-    value: Any = obj
-    for depth, key in enumerate(path):
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            walked = ".".join(path[:depth])
-            raise ObjectPathError(
-                f'failed to get object path from: "{",".join(path)}": value at {walked or "."} is not an object'
-            )
-        value = value.get(key)
-    return value
-
-
 def instance_controller_name(airway_name: str) -> str:
     return f"instance:{airway_name}"
 
@@ -95,7 +73,8 @@ class InstanceState:
     ``tracked``: children whose changes re-run the flight in subscription mode;
     ``external``: objects the flight looked up but does not own, watched for changes;
     ``waits``: child ref -> the resourceVersion a signalled change was admitted over;
-    ``reapply``: children to send again even if their desired state did not change.
+    ``reapply``: children to send again even if their desired state did not change;
+    ``running`` and ``during_run``: whether the flight runs now, and the signals that came meanwhile.
     """
 
     mode: Mode = "standard"
@@ -104,6 +83,8 @@ class InstanceState:
     waits: dict[str, str] = field(default_factory=dict)
     reapply: set[str] = field(default_factory=set)
     stale_runs: int = 0  # consecutive runs whose output was refused as stale
+    running: bool = False
+    during_run: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,17 +120,39 @@ class InstanceReconciler:
 
     # ------------------------------------------------------------------------------------ signals
     def child_changed(self, key: str, child_ref: str, old_resource_version: str) -> bool:
-        """Someone changed a child (the webhook's signal): re-run the flight if the mode says so."""
+        """Someone changed a child (the webhook's signal): re-run the flight if the mode says so.
+
+        A signal that arrives while the instance's flight runs is kept and judged when the run ends,
+        against the children that run tracks: in subscription mode the run that creates a child is
+        also the one that starts tracking it, and a change made in between must not be lost.
+        """
         state = self.states.get(key)
-        mode = state.mode if state else self._cached_mode(key)
-        if state is None or mode not in ("dynamic", "subscription"):
+        if state is None:  # not reconciled by this process yet: a reconcile is due anyway
+            if self._cached_mode(key) not in ("dynamic", "subscription"):
+                return False
+            self.context.manager.enqueue(self.controller_name, key)
+            return True
+        if state.mode not in ("dynamic", "subscription"):
             return False
-        if mode == "subscription" and child_ref not in state.tracked:
+        if state.running:
+            state.during_run[child_ref] = old_resource_version
+            return True
+        if state.mode == "subscription" and child_ref not in state.tracked:
             return False
+        self._rerun_for(key, state, child_ref, old_resource_version)
+        return True
+
+    def _rerun_for(self, key: str, state: InstanceState, child_ref: str, old_resource_version: str) -> None:
         state.waits[child_ref] = old_resource_version
         state.reapply.add(child_ref)
         self.context.manager.enqueue(self.controller_name, key)
-        return True
+
+    def _replay_signals(self, key: str, state: InstanceState) -> None:
+        """The signals that arrived during the run that just ended, judged against what it tracks now."""
+        signals, state.during_run = state.during_run, {}
+        for child_ref, old_resource_version in signals.items():
+            if state.mode == "dynamic" or child_ref in state.tracked:
+                self._rerun_for(key, state, child_ref, old_resource_version)
 
     def _cached_mode(self, key: str) -> Mode:
         namespace, _, name = key.rpartition("/")
@@ -207,8 +210,13 @@ class InstanceReconciler:
         state.mode = self._mode(instance)
         await self._await_children(state)
         tracker = LookupTracker()
-        outcome = await self._fly(instance, state, tracker)
-        self._track(key, state, tracker, outcome)
+        state.running = True
+        try:
+            outcome = await self._fly(instance, state, tracker)
+            self._track(key, state, tracker, outcome)
+        finally:
+            state.running = False
+            self._replay_signals(key, state)
         if self._run_again(key, state, outcome):
             return Result(requeue_after=0)
         await self._report(instance, outcome)
@@ -288,75 +296,21 @@ class InstanceReconciler:
         namespace = instance["metadata"].get("namespace") or ""
         return release_name(instance, namespaced=self.mapping.namespaced), namespace or "default"
 
-    def _stdin(self, instance: Object) -> bytes:
-        return go_json(value_at(instance, self.spec.object_path) if self.spec.object_path else instance)
-
-    def _is_parent(self, instance: Object) -> Any:
-        group, kind = self.mapping.group, self.mapping.kind
-        name, namespace = instance["metadata"]["name"], instance["metadata"].get("namespace", "")
-
-        def is_parent(obj: Object) -> bool:
-            obj_group, _ = split_api_version(str(obj.get("apiVersion", "")))
-            meta = obj.get("metadata") or {}
-            return (obj_group, obj.get("kind"), meta.get("name"), meta.get("namespace", "") or "") == (
-                group,
-                kind,
-                name,
-                namespace,
-            )
-
-        return is_parent
-
-    async def _module_url(self, instance: Object) -> tuple[str, bool]:
-        override = (instance["metadata"].get("annotations") or {}).get(ANNOTATION_OVERRIDE_FLIGHT, "")
-        return (override, True) if override else (self.spec.wasm_urls.flight, False)
-
     async def _request(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> TakeoffRequest:
-        release, namespace = self._release(instance)
-        url, fresh = await self._module_url(instance)
         try:
-            module = await self.context.modules.load(
-                url, checksum=self.spec.wasm_urls.flight_checksum, insecure=self.spec.insecure, fresh=fresh
-            )
+            module = await load_instance_module(self.context.modules, self.spec, instance)
         except ModuleNotAllowedError as exc:
             raise TerminalError(f"failed to fetch flight module from cache: {exc}") from None
         except ModuleError as exc:
             raise TakeoffError(f"failed to fetch flight module from cache: {exc}") from None
-        meta = instance["metadata"]
-        access = ClusterAccess(
-            self.spec.cluster_access,
-            release,
-            namespace,
-            tuple(self.spec.resource_access_matchers),
-            self.context.gateway,
-            tracker,
-        )
-        return TakeoffRequest(
-            release=release,
-            namespace=namespace,
-            module=module,
-            source_url=self.spec.wasm_urls.flight,
-            stdin=self._stdin(instance),
-            timeout=timeout_seconds(self.spec.timeout),
-            max_memory_mib=self.spec.max_memory_mib,
+        return instance_takeoff_request(
+            self.spec,
+            instance,
+            module,
             stdout_limit=self.context.settings.flight_stdout_limit_mib << 20,
             yoke_version=self.context.settings.yoke_version,
-            access=access,
-            managed_by=MANAGED_BY_ATC,
-            extra_annotations={ANNOTATION_INSTANCE_REF: resource_ref(instance)},
-            owner_references=[
-                {
-                    "apiVersion": instance["apiVersion"],
-                    "kind": instance["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                }
-            ],
-            cross_namespace=not self.mapping.namespaced,
-            history_cap=self.spec.history_cap,
-            prune=PruneOptions(self.spec.prune.crds, self.spec.prune.namespaces),
-            is_parent=self._is_parent(instance),
-            reapply_unchanged=self.spec.fix_drift_seconds > 0,
+            gateway=self.context.gateway,
+            tracker=tracker,
             reapply_refs=frozenset(state.reapply),
         )
 
@@ -380,7 +334,7 @@ class InstanceReconciler:
             if exc.terminal:
                 raise TerminalError(str(exc)) from None
             return outcome
-        except (ObjectPathError, DurationError) as exc:
+        except (ObjectPathError, DurationError) as exc:  # the object or the Airway must change first
             raise TerminalError(str(exc)) from None
         if outcome.parent is None or not _has_ready(outcome.parent):
             await self._check_children(outcome)

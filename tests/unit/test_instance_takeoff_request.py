@@ -1,0 +1,150 @@
+"""The controller's takeoff of an instance and the webhook's dry run of it are the same request.
+
+Both go through ``atc.flight.instance_object.instance_takeoff_request``; these tests call each
+caller the way it runs (the reconciler's ``_request``, the webhook's ``check_instance``) with the
+flight module and the takeoff stubbed out, and compare what they would send. A dry run that differs
+from the real takeoff would, under the same field manager, strip yoke's annotations from children
+and be refused by ``atc-resources``: the bug this guards against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from atc.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
+from atc.flight import instance_object
+from atc.flight.instance_object import ObjectPathError, ParentMatcher, instance_takeoff_request, value_at
+from atc.models import AirwaySpec
+from atc.takeoff import TakeoffRequest
+from atc.wasm.access import LookupTracker
+from atc_controller.reconcilers import instance as reconciler_module
+from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
+from atc_webhook import validation
+
+Object = dict[str, Any]
+MODULE = cast(Any, SimpleNamespace(url="oci://registry/flight", sha256="ab", sha1="cd"))
+
+
+def airway(**spec: Any) -> Object:
+    template = {
+        "group": "examples.com",
+        "names": {"kind": "Backend", "plural": "backends", "singular": "backend"},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+    }
+    return {
+        "apiVersion": "yoke.cd/v1alpha1",
+        "kind": "Airway",
+        "metadata": {"name": "backends.examples.com", "uid": "airway-uid"},
+        "spec": {"wasmUrls": {"flight": "oci://registry/flight"}, "template": template, **spec},
+    }
+
+
+def instance() -> Object:
+    return {
+        "apiVersion": "examples.com/v1",
+        "kind": "Backend",
+        "metadata": {"name": "c4ts", "namespace": "team", "uid": "u-1", "resourceVersion": "7"},
+        "spec": {"image": "c4ts", "replicas": 2, "nested": {"value": 1}},
+    }
+
+
+async def controller_request(airway_obj: Object, obj: Object, monkeypatch: pytest.MonkeyPatch) -> TakeoffRequest:
+    async def load(*_: Any) -> Any:
+        return MODULE
+
+    monkeypatch.setattr(reconciler_module, "load_instance_module", load)
+    settings = SimpleNamespace(flight_stdout_limit_mib=16, yoke_version="v0.20.12")
+    context = SimpleNamespace(modules=None, settings=settings, gateway="controller-gateway")
+    reconciler = InstanceReconciler(cast(Any, context), airway_obj, cast(Any, None), None)
+    return await reconciler._request(obj, InstanceState(), LookupTracker())
+
+
+async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.MonkeyPatch) -> TakeoffRequest:
+    captured: list[TakeoffRequest] = []
+
+    async def load(*_: Any) -> Any:
+        return MODULE
+
+    async def takeoff(_: Any, request: TakeoffRequest) -> None:
+        captured.append(request)
+
+    monkeypatch.setattr(validation, "load_instance_module", load)
+    monkeypatch.setattr(validation, "takeoff", takeoff)
+    monkeypatch.setattr(validation, "_gateway", lambda _: "webhook-gateway")
+    services = SimpleNamespace(modules=None, cluster=None, flight_stdout_limit=16 << 20, yoke_version="v0.20.12")
+    review = {"operation": "CREATE", "object": obj, "userInfo": {"username": "someone"}}
+    verdict = await validation.check_instance(cast(Any, services), airway_obj, review)
+    assert verdict.allowed, verdict
+    assert len(captured) == 1
+    return captured[0]
+
+
+def comparable(request: TakeoffRequest) -> TakeoffRequest:
+    """The request without what only one caller has: its API gateway, its lookup tracker, dry_run."""
+    access = dataclasses.replace(request.access, gateway=None, tracker=LookupTracker())
+    return dataclasses.replace(request, access=access, dry_run=False)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"objectPath": ["spec", "nested"], "clusterAccess": True, "resourceAccessMatchers": ["Secret"]},
+        {"historyCapSize": 5, "prune": {"crds": True}, "timeout": "30s", "maxMemoryMib": 64, "fixDriftInterval": "1m"},
+    ],
+)
+async def test_controller_and_webhook_build_the_same_request(spec: Object, monkeypatch: pytest.MonkeyPatch) -> None:
+    airway_obj = airway(**spec)
+    real = await controller_request(airway_obj, instance(), monkeypatch)
+    dry = await webhook_request(airway_obj, instance(), monkeypatch)
+    assert dry.dry_run
+    assert not real.dry_run
+    assert comparable(dry) == comparable(real)
+
+
+async def test_the_request_carries_what_atc_resources_protects(monkeypatch: pytest.MonkeyPatch) -> None:
+    dry = await webhook_request(airway(), instance(), monkeypatch)
+    assert dry.managed_by == MANAGED_BY_ATC
+    assert dry.extra_annotations == {ANNOTATION_INSTANCE_REF: "team/Backend.examples.com:c4ts"}
+    assert dry.owner_references == [{"apiVersion": "examples.com/v1", "kind": "Backend", "name": "c4ts", "uid": "u-1"}]
+    assert dry.is_parent == ParentMatcher("examples.com", "Backend", "c4ts", "team")
+
+
+def test_the_parent_is_recognised_by_group_kind_name_and_namespace() -> None:
+    parent = ParentMatcher("examples.com", "Backend", "c4ts", "team")
+    assert parent(
+        {"apiVersion": "examples.com/v2", "kind": "Backend", "metadata": {"name": "c4ts", "namespace": "team"}}
+    )
+    assert not parent(
+        {"apiVersion": "other.com/v1", "kind": "Backend", "metadata": {"name": "c4ts", "namespace": "team"}}
+    )
+    assert not parent({"apiVersion": "examples.com/v1", "kind": "Backend", "metadata": {"name": "c4ts"}})
+
+
+def test_object_path_through_a_non_object_is_an_error_naming_where() -> None:
+    with pytest.raises(ObjectPathError) as failed:
+        value_at({"spec": {"image": "x"}}, ["spec", "image", "tag"])
+    assert failed.value.detail == "value at spec.image is not an object"
+    assert str(failed.value) == 'failed to get object path from: "spec,image,tag": value at spec.image is not an object'
+    assert value_at({"spec": {}}, ["spec", "missing", "deeper"]) is None
+
+
+def test_stdin_is_the_value_at_the_object_path() -> None:
+    spec = AirwaySpec.model_validate(airway(objectPath=["spec", "nested"])["spec"])
+    assert instance_object.instance_stdin(spec, instance()) == b'{"value":1}'
+
+
+def test_the_builder_alone_gives_the_cluster_scoped_release_its_default_namespace() -> None:
+    spec = AirwaySpec.model_validate(
+        airway()["spec"] | {"template": airway()["spec"]["template"] | {"scope": "Cluster"}}
+    )
+    obj = instance()
+    del obj["metadata"]["namespace"]
+    request = instance_takeoff_request(spec, obj, MODULE, stdout_limit=1, yoke_version="v", gateway=None)
+    assert request.namespace == "default"
+    assert request.cross_namespace
