@@ -51,6 +51,7 @@ def controller(
         "METRICS_PORT": str(metrics_port),
         "RESYNC_SECONDS": str(resync),
         "CONCURRENCY": "2",
+        "MODULE_ALLOW_LOCAL_FILES": "true",  # the benchmark's flight is a local file
     }
     with service("atc_controller", env, work / "controller.log") as process:
         yield process, metrics_port

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atc.constants import DEFAULT_YOKE_VERSION
+from atc.wasm.fetch_policy import parse_networks
 from atc.wasm.signatures import KeyFileError, VerificationKeys, load_verification_keys
 
 SettingsT = TypeVar("SettingsT", bound="SettingsBase")
@@ -303,11 +304,30 @@ class CommonSettings(SettingsBase):
 
     module_compiler: str = Field(
         "auto",
-        description="compiler for flight modules: auto (Winch, about five times faster to compile, for modules "
+        description="compiler for flight modules: auto (Winch, three to five times faster to compile, for modules "
         "whose URL MODULE_ALLOW_LIST names or whose signature was verified; Cranelift for all others), cranelift "
         "(always; slower to compile, faster to run) or winch (always)",
         json_schema_extra={"expected": "auto, cranelift or winch"},
     )
+
+    module_allow_local_files: bool = Field(
+        False,
+        description="allow module URLs that are local paths or file:// (read from the service's own filesystem; "
+        "a Flight author could read any file the service can)",
+    )
+    module_fetch_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) besides public addresses that module fetches may connect to, e.g. an "
+        "in-cluster registry's 10.0.0.0/8; loopback, link-local (cloud metadata) and private addresses are "
+        "refused unless listed",
+        json_schema_extra={"expected": "comma-separated CIDRs"},
+    )
+
+    @field_validator("module_fetch_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     @field_validator("module_compiler")
     @classmethod
@@ -333,6 +353,13 @@ class CommonSettings(SettingsBase):
         json_schema_extra={"expected": "an https:// URL or empty"},
     )
     flight_stdout_limit_mib: int = Field(16, ge=1, le=1024, description="largest flight output accepted, in MiB")
+    flight_default_memory_mib: int = Field(
+        256,
+        ge=0,
+        le=4096,
+        description="memory cap of a flight whose maxMemoryMib is 0 (yoke's unlimited), in MiB; 0 keeps wasm32's "
+        "4 GiB. An Airway, Flight or ClusterFlight may set its own maxMemoryMib, higher or lower",
+    )
     yoke_version: str = Field(DEFAULT_YOKE_VERSION, description="YOKE_VERSION that flights see")
 
     @field_validator("webhook_url")

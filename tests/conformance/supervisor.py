@@ -143,6 +143,9 @@ class Supervisor:
             "CACHE_FS": str(self.work / f"{cache}-{self.starts}"),
             "LOG_FORMAT": "text",
             "MODULE_ALLOW_LIST": ",".join(self.settings.allow_list),
+            # the registry answers on loopback (127.0.0.2 as "registry"): allowed as an in-cluster
+            # registry's network would be
+            "MODULE_FETCH_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
         if self.settings.verification_keys:
             keys = self.work / "verification-keys.json"

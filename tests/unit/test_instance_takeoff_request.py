@@ -18,6 +18,7 @@ import pytest
 from atc.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
 from atc.flight import instance_object
 from atc.flight.instance_object import ObjectPathError, ParentMatcher, instance_takeoff_request, value_at
+from atc.flight.invocation import FlightDefaults
 from atc.models import AirwaySpec
 from atc.takeoff import TakeoffRequest
 from atc.wasm.access import LookupTracker
@@ -58,8 +59,7 @@ async def controller_request(airway_obj: Object, obj: Object, monkeypatch: pytes
         return MODULE
 
     monkeypatch.setattr(reconciler_module, "load_instance_module", load)
-    settings = SimpleNamespace(flight_stdout_limit_mib=16, yoke_version="v0.20.12")
-    context = SimpleNamespace(modules=None, settings=settings, gateway="controller-gateway")
+    context = SimpleNamespace(modules=None, flight_defaults=FlightDefaults(), gateway="controller-gateway")
     reconciler = InstanceReconciler(cast(Any, context), airway_obj, cast(Any, None), None)
     return await reconciler._request(obj, InstanceState(), LookupTracker())
 
@@ -76,7 +76,7 @@ async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.M
     monkeypatch.setattr(validation, "load_instance_module", load)
     monkeypatch.setattr(validation, "takeoff", takeoff)
     monkeypatch.setattr(validation, "_gateway", lambda _: "webhook-gateway")
-    services = SimpleNamespace(modules=None, cluster=None, flight_stdout_limit=16 << 20, yoke_version="v0.20.12")
+    services = SimpleNamespace(modules=None, cluster=None, defaults=FlightDefaults())
     review = {"operation": "CREATE", "object": obj, "userInfo": {"username": "someone"}}
     verdict = await validation.check_instance(cast(Any, services), airway_obj, review)
     assert verdict.allowed, verdict
@@ -145,6 +145,14 @@ def test_the_builder_alone_gives_the_cluster_scoped_release_its_default_namespac
     )
     obj = instance()
     del obj["metadata"]["namespace"]
-    request = instance_takeoff_request(spec, obj, MODULE, stdout_limit=1, yoke_version="v", gateway=None)
+    request = instance_takeoff_request(spec, obj, MODULE, defaults=FlightDefaults(), gateway=None)
     assert request.namespace == "default"
     assert request.cross_namespace
+
+
+def test_a_flight_without_its_own_memory_cap_gets_the_default() -> None:
+    defaults = FlightDefaults(memory_mib=256)
+    spec = AirwaySpec.model_validate(airway()["spec"])
+    assert instance_takeoff_request(spec, instance(), MODULE, defaults=defaults, gateway=None).max_memory_mib == 256
+    spec = AirwaySpec.model_validate(airway(maxMemoryMib=1024)["spec"])
+    assert instance_takeoff_request(spec, instance(), MODULE, defaults=defaults, gateway=None).max_memory_mib == 1024

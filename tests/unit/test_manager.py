@@ -210,6 +210,26 @@ async def test_the_manager_runs_again_after_a_stop(name: str) -> None:
     assert reconciler.keys == ["ns/first", "ns/second"]
 
 
+async def test_a_lost_term_leaves_a_queue_the_next_term_can_fill(name: str) -> None:
+    """What the leader does when its Lease is lost: ``run`` is cancelled, then the clean-up calls ``stop``.
+
+    The next term's reflectors enqueue everything they list before the manager runs again; those
+    items must be reconciled (they used to land in a queue the late ``stop`` had shut down).
+    """
+    manager = manager_with(1)
+    reconciler = Recorder()
+    manager.register(name, reconciler)
+    term = asyncio.create_task(manager.run())
+    await until(lambda: manager.running, "the first term runs")
+    term.cancel()  # the Lease is lost: leading is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await term
+    await asyncio.wait_for(manager.stop(now=True), 1)  # the clean-up after the term
+    manager.enqueue(name, "ns/listed-by-the-next-term")
+    async with running(manager):
+        await until(lambda: reconciler.keys == ["ns/listed-by-the-next-term"], "the listed item reconciled")
+
+
 async def test_no_more_concurrent_reconciles_than_workers(name: str) -> None:
     active = 0
     peak = 0

@@ -223,7 +223,7 @@ async def test_missing_local_file(tmp_path: Path) -> None:
 
 async def test_local_file_over_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "big.wasm"
-    path.write_bytes(b"\0" * 101)
+    path.write_bytes(b"\0asm" + b"\0" * 97)
     with pytest.raises(ModuleFetchError, match=r"too large.*100 bytes"):
         await fetch_module(str(path), max_bytes=100)
 
@@ -238,6 +238,9 @@ async def test_local_gz_bomb_is_refused(tmp_path: Path) -> None:
 async def test_local_gz_file_that_is_not_gzip(tmp_path: Path) -> None:
     path = tmp_path / "flight.wasm.gz"
     path.write_bytes(EMPTY_MODULE)
+    with pytest.raises(ModuleFetchError, match="not a WebAssembly binary module"):  # a .gz must start as gzip
+        await fetch_module(str(path))
+    path.write_bytes(b"\x1f\x8b" + b"truncated")
     with pytest.raises(ModuleFetchError, match="failed to gunzip module"):
         await fetch_module(str(path))
 

@@ -140,7 +140,10 @@ def test_bad_configuration_exits_2_with_the_setting_named(script: str) -> None:
     assert "invalid setting SVC_PORT (--svc-port)" in done.stderr
 
 
-SCRIPTS = [("atc-controller", ControllerSettings), ("atc-webhook", WebhookSettings)]
+SCRIPTS: list[tuple[str, type[SettingsBase]]] = [
+    ("atc-controller", ControllerSettings),
+    ("atc-webhook", WebhookSettings),
+]
 
 
 def script_path(script: str) -> Path:

@@ -100,6 +100,7 @@ class ProcessRecord:
     pid: int
     start_ticks: int
     log: str
+    argv: list[str] = field(default_factory=list)  # to start it again (fault tests)
 
 
 @dataclass
@@ -323,6 +324,48 @@ class Cluster:
                 path.unlink(missing_ok=True)
         self.state = None
 
+    # ----------------------------------------------------------------- faults (tests)
+    def _record(self, name: str) -> ProcessRecord:
+        assert self.state is not None, "the cluster is not running"
+        for record in self.state.processes:
+            if record.name == name:
+                return record
+        raise KeyError(f"no process {name!r} in this cluster")
+
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one process (``kube-apiserver``, ``etcd``, ...): SIGTERM, or SIGKILL when ``kill``."""
+        record = self._record(name)
+        if kill:
+            _signal_group(record, signal.SIGKILL)
+            _wait_gone(record, STOP_GRACE_SECONDS)
+        else:
+            stop_processes([record])
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped process again with the arguments it had (same ports, same data).
+
+        Call it from the thread that lives as long as the cluster: with ``tie_to_parent`` the kernel
+        kills the process when the *thread* that started it ends (PR_SET_PDEATHSIG), so starting it
+        from a short-lived worker thread (``asyncio.to_thread``) would kill it when that thread exits.
+        """
+        assert self.state is not None
+        record = self._record(name)
+        if is_alive(record):
+            raise ClusterError(f"{name} is still running (pid {record.pid})")
+        self.state.processes.remove(record)
+        self._spawn(name, record.argv)
+
+    def wait_api_ready(self, timeout: float = 120) -> None:
+        """Block until kube-apiserver answers /readyz again (after a restart)."""
+        self._wait("kube-apiserver /readyz", lambda: self._api_status("/readyz") == 200, timeout=timeout)
+
+    def pause_component(self, name: str) -> None:
+        """Freeze a process (SIGSTOP): it keeps its sockets but answers nothing."""
+        _signal_group(self._record(name), signal.SIGSTOP)
+
+    def resume_component(self, name: str) -> None:
+        _signal_group(self._record(name), signal.SIGCONT)
+
     def _boot(self, bin_dir: Path, ports: dict[str, int], server: str) -> None:
         self._start_etcd(bin_dir, ports)
         self._start_apiserver(bin_dir, ports)
@@ -387,7 +430,7 @@ class Cluster:
                 preexec_fn=die_with_parent if self._tie_to_parent else None,
             )
         ticks = _start_ticks(proc.pid)
-        record = ProcessRecord(name=name, pid=proc.pid, start_ticks=ticks or -1, log=str(log_path))
+        record = ProcessRecord(name=name, pid=proc.pid, start_ticks=ticks or -1, log=str(log_path), argv=argv)
         self.state.processes.append(record)
         self.state.save()
         self._log(f"started {name} (pid {proc.pid})")

@@ -103,6 +103,7 @@ class Demo:
             "LOG_FORMAT": "text",
             "CACHE_FS": str(self.work / "cache"),
             "WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+            "MODULE_ALLOW_LOCAL_FILES": "true",  # the demo's flight is a file built on this machine
         }
         self._spawn(
             "atc-webhook",

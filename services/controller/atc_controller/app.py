@@ -38,7 +38,7 @@ from atc.k8s.gateway import LoopGateway
 from atc.k8s.readiness import CustomReadiness
 from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import split_api_version
-from atc.runtime import module_cache
+from atc.runtime import flight_defaults, module_cache
 from atc.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.takeoff import Cluster
 from atc.wasm.engine import FlightEngine
@@ -105,6 +105,7 @@ class Controller:
             manager=manager,
             gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
             external_watches=ExternalWatches(kube, mapper, manager),
+            flight_defaults=flight_defaults(settings),
             ca_bundle=self.ca_bundle,
         )
 
@@ -115,7 +116,7 @@ class Controller:
         ):
             context = await self._build_context(kube)
             metrics.expose_library_counters(context.modules.stats, kube.requests)
-            probes = self._probes(kube)
+            probes = self._probes(kube, context.manager)
             await probes.start()
             try:
                 log.info("installing yoke.cd CRDs")
@@ -198,7 +199,11 @@ class Controller:
         kube, manager = context.kube, context.manager
         resync = self.settings.resync_seconds or None
         airways = Reflector(
-            kube, "/apis/yoke.cd/v1alpha1/airways", name="airways", handler=_enqueuer(manager, "airway")
+            kube,
+            "/apis/yoke.cd/v1alpha1/airways",
+            name="airways",
+            handler=_enqueuer(manager, "airway"),
+            resync_period=resync,  # a safety net: every Airway (and so its instance controller) is checked again
         )
         reflectors = {
             "airways": airways,
@@ -243,7 +248,7 @@ class Controller:
         return handle
 
     # ------------------------------------------------------------------------------------ probes
-    def _probes(self, kube: KubeClient) -> ProbeServer:
+    def _probes(self, kube: KubeClient, manager: Manager) -> ProbeServer:
         probes = ProbeServer(self.settings.health_port, self.settings.metrics_port)
 
         async def api_server_reachable() -> bool:
@@ -255,7 +260,13 @@ class Controller:
         async def crds_installed() -> bool:
             return self.crds_installed
 
+        async def reconciling_when_leading() -> bool:
+            """A leader whose caches synced must have its workers taking items from an open queue."""
+            return not self.caches_synced or (manager.running and not manager.queue.is_shut_down)
+
         probes.add_liveness_check("event-loop", _loop_responsive)
+        probes.add_liveness_check("workers", reconciling_when_leading)
+        probes.add_readiness_check("workers", reconciling_when_leading)
         probes.add_readiness_check("api-server", api_server_reachable)
         probes.add_readiness_check("yoke-crds", crds_installed)
         probes.add_readiness_check("caches-synced", caches_synced_or_standby)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from atc.flight.invocation import FlightDefaults
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 from atc.k8s.events import EventRecorder
@@ -30,6 +31,7 @@ class ControllerContext:
     manager: Manager
     gateway: LoopGateway
     external_watches: ExternalWatches
+    flight_defaults: FlightDefaults
     ca_bundle: bytes = b""
 
     def observe_takeoff(self, result: TakeoffResult) -> None:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import metrics
+from .limits import decode_json
 
 log = logging.getLogger("atc.webhook.admission")
 
@@ -117,7 +118,7 @@ class Review:
 def parse_review(body: bytes) -> Review:
     """Decode an AdmissionReview body; ``ReviewDecodeError`` says what is wrong."""
     try:
-        decoded = json.loads(body)
+        decoded = decode_json(body)
     except ValueError as exc:
         raise ReviewDecodeError(str(exc)) from None
     if not isinstance(decoded, dict):

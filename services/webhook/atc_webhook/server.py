@@ -42,13 +42,14 @@ from atc.docker_secret import docker_config_watch
 from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
-from atc.runtime import module_cache
+from atc.runtime import flight_defaults, module_cache
 from atc.takeoff import Cluster
 from atc.wasm.engine import FlightEngine
 
 from . import metrics
 from .caches import WebhookCaches
 from .context import WebhookContext
+from .limits import BodyLimit
 from .registration import Registrar
 from .routers import flights, resources
 from .settings import WebhookSettings
@@ -158,6 +159,7 @@ def build_app(context: WebhookContext) -> FastAPI:
     app.add_api_route("/ready", _probe("ready", checks), methods=["GET", "POST"])
     app.add_api_route("/metrics", _metrics, methods=["GET"])
     app.add_exception_handler(HTTPException, _not_found)
+    app.add_middleware(BodyLimit, max_bytes=context.settings.max_request_mib << 20)
     return app
 
 
@@ -213,8 +215,7 @@ def _flight_services(settings: WebhookSettings, kube: KubeClient) -> FlightServi
         Cluster(kube, mapper, engine),
         modules,
         allow_list=tuple(settings.module_allow_list),
-        flight_stdout_limit=settings.flight_stdout_limit_mib << 20,
-        yoke_version=settings.yoke_version,
+        defaults=flight_defaults(settings),
     )
 
 

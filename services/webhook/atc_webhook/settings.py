@@ -45,6 +45,13 @@ class WebhookSettings(CommonSettings):
     shutdown_timeout_seconds: float = Field(
         10.0, gt=0, description="on SIGTERM, how long in-flight requests and pending Events get to finish"
     )
+    max_request_mib: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="largest request body accepted, in MiB (admission reviews hold one or two objects of at most "
+        "about 1.5 MiB each; conversion reviews may hold many); larger bodies get HTTP 413",
+    )
     signal_queue_size: int = Field(
         1000, ge=1, description="child-changed Events waiting to be written before admission waits for room"
     )

@@ -20,19 +20,18 @@ import asyncio
 import copy
 import json
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from atc.airway_template import airway_crd
 from atc.constants import (
     ANNOTATION_OVERRIDE_FLIGHT,
     ANNOTATION_OVERRIDE_MODE,
-    DEFAULT_YOKE_VERSION,
     FIELD_MANAGER_APPLY,
 )
 from atc.flight.flight_object import flight_takeoff_request
 from atc.flight.instance_object import ObjectPathError, instance_takeoff_request, load_instance_module
-from atc.flight.invocation import converter_invocation, timeout_seconds
+from atc.flight.invocation import FlightDefaults, converter_invocation, timeout_seconds
 from atc.gocompat import DurationError
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.gateway import LoopGateway
@@ -42,6 +41,7 @@ from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc.wasm.runner import FlightError, run_flight_async
 from atc_webhook.admission import AdmissionHTTPError, Verdict, allow, deny
+from atc_webhook.limits import decode_json
 
 Object = dict[str, Any]
 DRY_RUN_FAILED = (
@@ -62,8 +62,7 @@ class FlightServices:
     cluster: Cluster
     modules: ModuleCache
     allow_list: tuple[str, ...] = ()
-    flight_stdout_limit: int = 16 << 20
-    yoke_version: str = DEFAULT_YOKE_VERSION
+    defaults: FlightDefaults = field(default_factory=FlightDefaults)
 
     @property
     def kube(self) -> KubeClient:
@@ -158,8 +157,7 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
         spec,
         module,
         timeout=timeout,
-        stdout_limit=services.flight_stdout_limit,
-        yoke_version=services.yoke_version,
+        defaults=services.defaults,
         gateway=_gateway(services),
         dry_run=True,
     )
@@ -217,8 +215,7 @@ async def check_instance(services: FlightServices, airway: Object, request: Obje
             spec,
             instance,
             module,
-            stdout_limit=services.flight_stdout_limit,
-            yoke_version=services.yoke_version,
+            defaults=services.defaults,
             gateway=_gateway(services),
             dry_run=True,
         )
@@ -239,7 +236,7 @@ async def convert(services: FlightServices, airway: Object, body: bytes) -> Obje
     """Run the Airway's converter on a ConversionReview; the converted objects keep their status."""
     spec = AirwaySpec.model_validate(airway["spec"])
     try:
-        review = json.loads(body)
+        review = decode_json(body)
         originals = review["request"]["objects"]
         if not all(isinstance(obj, dict) for obj in originals):
             raise ValueError("request objects must be JSON objects")
@@ -252,7 +249,8 @@ async def convert(services: FlightServices, airway: Object, body: bytes) -> Obje
     except ModuleError as exc:
         raise AdmissionHTTPError(500, f"failed to get converter module from cache: {exc}") from None
     try:
-        result = await run_flight_async(services.cluster.engine, module.prepared, converter_invocation(body))
+        invocation = converter_invocation(body, services.defaults)
+        result = await run_flight_async(services.cluster.engine, module.prepared, invocation)
     except FlightError as exc:
         raise AdmissionHTTPError(500, str(exc)) from None
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from atc.constants import MANAGED_BY_ATC
+from atc.flight.invocation import FlightDefaults
 from atc.models import FlightSpec
 from atc.prune import PruneOptions
 from atc.releases import flight_release_prefix
@@ -35,8 +36,7 @@ def flight_takeoff_request(
     module: LoadedModule,
     *,
     timeout: float | None,
-    stdout_limit: int,
-    yoke_version: str,
+    defaults: FlightDefaults,
     gateway: ClusterGateway | None,
     dry_run: bool = False,
 ) -> TakeoffRequest:
@@ -53,9 +53,9 @@ def flight_takeoff_request(
         stdin=spec.stdin(),
         args=tuple(spec.args),
         timeout=timeout,
-        max_memory_mib=spec.max_memory_mib,
-        stdout_limit=stdout_limit,
-        yoke_version=yoke_version,
+        max_memory_mib=defaults.memory_for(spec.max_memory_mib),
+        stdout_limit=defaults.stdout_limit,
+        yoke_version=defaults.yoke_version,
         access=ClusterAccess(spec.cluster_access, bare, namespace, tuple(spec.resource_access_matchers), gateway),
         managed_by=MANAGED_BY_ATC,
         owner_references=[owner],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atc.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_OVERRIDE_FLIGHT, MANAGED_BY_ATC
-from atc.flight.invocation import timeout_seconds
+from atc.flight.invocation import FlightDefaults, timeout_seconds
 from atc.gocompat import go_json
 from atc.k8s.refs import resource_ref, split_api_version
 from atc.models import AirwaySpec
@@ -94,8 +94,7 @@ def instance_takeoff_request(
     instance: Object,
     module: LoadedModule,
     *,
-    stdout_limit: int,
-    yoke_version: str,
+    defaults: FlightDefaults,
     gateway: ClusterGateway | None,
     tracker: LookupTracker | None = None,
     reapply_refs: frozenset[str] = frozenset(),
@@ -127,9 +126,9 @@ def instance_takeoff_request(
         source_url=spec.wasm_urls.flight,
         stdin=instance_stdin(spec, instance),
         timeout=timeout_seconds(spec.timeout),
-        max_memory_mib=spec.max_memory_mib,
-        stdout_limit=stdout_limit,
-        yoke_version=yoke_version,
+        max_memory_mib=defaults.memory_for(spec.max_memory_mib),
+        stdout_limit=defaults.stdout_limit,
+        yoke_version=defaults.yoke_version,
         access=ClusterAccess(spec.cluster_access, release, namespace, matchers, gateway, tracker or LookupTracker()),
         managed_by=MANAGED_BY_ATC,
         extra_annotations={ANNOTATION_INSTANCE_REF: resource_ref(instance)},

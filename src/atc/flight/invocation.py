@@ -11,11 +11,31 @@ zero means 10 s, negative means no deadline. Used by reconcilers and webhooks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from atc.constants import DEFAULT_YOKE_VERSION
 from atc.gocompat import parse_duration
 from atc.wasm.access import ClusterAccess
 from atc.wasm.runner import DEFAULT_STDOUT_LIMIT, DEFAULT_TIMEOUT_SECONDS, Invocation
+
+DEFAULT_MEMORY_MIB = 256
+
+
+@dataclass(frozen=True)
+class FlightDefaults:
+    """What every run of a service gets unless its spec says otherwise (from the shared settings).
+
+    ``memory_mib`` (``FLIGHT_DEFAULT_MEMORY_MIB``) caps a flight whose ``maxMemoryMib`` is 0; yoke lets
+    such a flight use wasm32's 4 GiB, enough for one flight to take the service down.
+    """
+
+    stdout_limit: int = DEFAULT_STDOUT_LIMIT
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    yoke_version: str = DEFAULT_YOKE_VERSION
+
+    def memory_for(self, spec_mib: int) -> int:
+        """The cap of a run: the spec's ``maxMemoryMib`` when set, else the default (0: wasm32's limit)."""
+        return spec_mib or self.memory_mib
 
 
 def timeout_seconds(spec_timeout: str) -> float | None:
@@ -54,6 +74,13 @@ def flight_invocation(
     )
 
 
-def converter_invocation(review_body: bytes, *, stdout_limit: int = DEFAULT_STDOUT_LIMIT) -> Invocation:
+def converter_invocation(review_body: bytes, defaults: FlightDefaults | None = None) -> Invocation:
     """A converter gets the raw ConversionReview, argv ``["converter"]``, no environment, 10 s."""
-    return Invocation(stdin=review_body, argv=("converter",), env={}, stdout_limit=stdout_limit)
+    defaults = defaults or FlightDefaults()
+    return Invocation(
+        stdin=review_body,
+        argv=("converter",),
+        env={},
+        stdout_limit=defaults.stdout_limit,
+        max_memory_mib=defaults.memory_mib,
+    )

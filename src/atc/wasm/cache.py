@@ -49,6 +49,7 @@ from .errors import (
     ModuleNotAllowedError,
     ModuleVerificationError,
 )
+from .fetch_policy import FetchPolicy
 from .globs import allowed
 from .signatures import VerificationKeys, verify_module
 from .sources import fetch_module
@@ -142,6 +143,7 @@ class ModuleCache:
     docker_config_path: Path | None = None
     verification_keys: VerificationKeys | None = None
     compiler_policy: str = AUTO  # MODULE_COMPILER: auto, cranelift or winch
+    fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)  # what a fetch may read (default: anything)
     memory_entries: int = 32
     fetch_timeout: float = 60.0
     stats: CacheStats = field(default_factory=CacheStats)
@@ -265,7 +267,11 @@ class ModuleCache:
             if entry is None:
                 try:
                     wasm = await fetch_module(
-                        url, insecure=insecure, docker_config_path=self.docker_config_path, timeout=self.fetch_timeout
+                        url,
+                        insecure=insecure,
+                        docker_config_path=self.docker_config_path,
+                        timeout=self.fetch_timeout,
+                        policy=self.fetch_policy,
                     )
                 except ModuleFetchError as exc:
                     raise ModuleFetchError(f"failed to load remote wasm: failed to load wasm: {exc}") from exc

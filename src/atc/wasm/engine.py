@@ -2,7 +2,7 @@
 
 One ``FlightEngine`` per process, with one wasmtime ``Engine`` per compiler a
 module was compiled with: Cranelift, the optimising compiler and the default,
-and Winch, wasmtime's baseline compiler, about five times faster to compile a
+and Winch, wasmtime's baseline compiler, three to five times faster to compile a
 large Go flight but whose code runs slower, used only for modules of trusted
 provenance (``atc.wasm.cache`` decides; docs/flight-runtime.md says why). Each
 ``Config`` (compiler, epoch interruption) is also what the compile worker uses,

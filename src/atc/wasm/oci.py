@@ -36,6 +36,7 @@ from yarl import URL
 from atc.wasm.checksum import sha256_hex
 from atc.wasm.dockerconfig import RegistryCredentials, registry_credentials
 from atc.wasm.errors import ModuleFetchError
+from atc.wasm.fetch_policy import FetchPolicy
 from atc.wasm.transfer import describe, gunzip, gzip_compress, open_session, read_body
 
 CONFIG_MEDIA_TYPE = "application/vnd.yoke.config.v1+json"
@@ -109,11 +110,17 @@ def uses_plain_http(registry: str) -> bool:
 
 
 async def pull_module(
-    url: str, *, insecure: bool = False, docker_config_path: Path | None = None, max_bytes: int
+    url: str,
+    *,
+    insecure: bool = False,
+    docker_config_path: Path | None = None,
+    max_bytes: int,
+    policy: FetchPolicy | None = None,
 ) -> bytes:
     """The uncompressed wasm of the yoke artefact at ``url`` (no deadline of its own)."""
     reference = parse_reference(url)
-    async with _open_registry(reference, insecure=insecure, docker_config_path=docker_config_path) as registry:
+    registry_client = _open_registry(reference, insecure=insecure, docker_config_path=docker_config_path, policy=policy)
+    async with registry_client as registry:
         manifest = await _read_manifest(registry, reference)
         _check_config_media_type(manifest)
         layer_digest = _wasm_layer_digest(manifest)
@@ -291,8 +298,9 @@ async def _open_registry(
     docker_config_path: Path | None,
     actions: str = "pull",
     scheme: str = "",
+    policy: FetchPolicy | None = None,
 ) -> AsyncIterator[_RegistryClient]:
-    async with open_session(decompress=True) as session:
+    async with open_session(decompress=True, policy=policy) as session:
         client = _RegistryClient(
             session,
             reference,

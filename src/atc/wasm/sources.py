@@ -2,7 +2,9 @@
 
 ``fetch_module`` is what the module cache calls on a miss (spec 5.2); it always
 returns the *uncompressed* wasm. Local paths and ``file://`` URLs are read from
-this process's filesystem (gunzipped when the name ends in ``.gz``); http(s)
+this process's filesystem (gunzipped when the name ends in ``.gz``) when the
+fetch policy allows files (``atc.wasm.fetch_policy``; it also says which
+addresses http(s) and oci may connect to); http(s)
 is a GET that follows redirects and verifies TLS (``insecure`` applies to
 ``oci://`` only, as in yoke); ``oci://`` is delegated to ``atc.wasm.oci``.
 Every failure is a ``ModuleFetchError`` naming the URL or the request that
@@ -19,6 +21,8 @@ describes the file itself or an extra layer of compression on top of it.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -26,9 +30,15 @@ import aiohttp
 
 from atc.wasm import oci
 from atc.wasm.errors import ModuleFetchError
-from atc.wasm.transfer import describe, gunzip, is_gzip, open_session, read_body, too_large
+from atc.wasm.fetch_policy import FetchPolicy
+from atc.wasm.transfer import GZIP_MAGIC, describe, gunzip, is_gzip, open_session, read_body, too_large
 
 DEFAULT_MAX_MODULE_BYTES = 256 * 2**20
+WASM_MAGIC = b"\0asm"
+NOT_A_MODULE = "not a WebAssembly binary module"
+LOCAL_FILES_REFUSED = (
+    "reading modules from local files is not allowed (MODULE_ALLOW_LOCAL_FILES): use an http(s):// or oci:// URL"
+)
 DEFAULT_FETCH_SECONDS = 60.0
 _REMOTE_SCHEMES = ("http", "https", "oci")
 _GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
@@ -41,44 +51,61 @@ async def fetch_module(
     docker_config_path: Path | None = None,
     timeout: float = DEFAULT_FETCH_SECONDS,
     max_bytes: int = DEFAULT_MAX_MODULE_BYTES,
+    policy: FetchPolicy | None = None,
 ) -> bytes:
-    """The uncompressed wasm at ``url``; ``ModuleFetchError`` when it cannot be had."""
+    """The uncompressed wasm at ``url``; ``ModuleFetchError`` when it cannot be had or ``policy`` forbids it."""
     parts = _split(url)
     if parts.scheme and parts.scheme not in (*_REMOTE_SCHEMES, "file"):
         raise ModuleFetchError(f"unsupported protocol: {parts.scheme} - http(s) and oci supported only")
+    policy = policy or FetchPolicy()
+    if parts.scheme in ("", "file") and not policy.allow_local_files:
+        raise ModuleFetchError(LOCAL_FILES_REFUSED)
     try:
         async with asyncio.timeout(timeout):
-            return await _fetch_by_scheme(url, parts, insecure, docker_config_path, max_bytes)
+            return await _fetch_by_scheme(url, parts, insecure, docker_config_path, max_bytes, policy)
     except TimeoutError as err:
         raise ModuleFetchError(f"timed out after {timeout:g}s fetching {url}") from err
 
 
 async def _fetch_by_scheme(
-    url: str, parts: SplitResult, insecure: bool, docker_config_path: Path | None, max_bytes: int
+    url: str, parts: SplitResult, insecure: bool, docker_config_path: Path | None, max_bytes: int, policy: FetchPolicy
 ) -> bytes:
     if parts.scheme in ("", "file"):
         return await asyncio.to_thread(read_local_module, _local_path(url, parts), max_bytes)
     if parts.scheme == "oci":
-        return await oci.pull_module(url, insecure=insecure, docker_config_path=docker_config_path, max_bytes=max_bytes)
-    return await _fetch_http(url, parts, max_bytes)
+        return await oci.pull_module(
+            url, insecure=insecure, docker_config_path=docker_config_path, max_bytes=max_bytes, policy=policy
+        )
+    return await _fetch_http(url, parts, max_bytes, policy)
 
 
 def read_local_module(path: Path, max_bytes: int = DEFAULT_MAX_MODULE_BYTES) -> bytes:
-    """A module file from this filesystem, gunzipped when its name ends in ``.gz``."""
+    """A module file from this filesystem, gunzipped when its name ends in ``.gz``.
+
+    Only a regular file is read, at most ``max_bytes`` + 1 of it whatever its size claims (files in
+    /proc say 0), and only if it starts like a module (wasm, or gzip for ``.gz``): anything else is
+    refused without a byte of it in the error.
+    """
+    zipped = path.name.endswith(".gz")
     try:
-        if path.stat().st_size > max_bytes:
-            raise too_large(str(path), max_bytes)
-        data = path.read_bytes()
+        with path.open("rb") as module:
+            if not stat.S_ISREG(os.fstat(module.fileno()).st_mode):
+                raise ModuleFetchError(f"failed to read module file {path}: not a regular file")
+            head = module.read(len(WASM_MAGIC))
+            if not head.startswith(GZIP_MAGIC if zipped else WASM_MAGIC):
+                raise ModuleFetchError(f"failed to read module file {path}: {NOT_A_MODULE}")
+            data = head + module.read(max_bytes + 1 - len(head))
     except OSError as err:
         raise ModuleFetchError(f"failed to read module file {path}: {err.strerror or describe(err)}") from err
     if len(data) > max_bytes:
         raise too_large(str(path), max_bytes)
-    return gunzip(data, max_bytes=max_bytes, source=str(path)) if path.name.endswith(".gz") else data
+    return gunzip(data, max_bytes=max_bytes, source=str(path)) if zipped else data
 
 
-async def _fetch_http(url: str, parts: SplitResult, max_bytes: int) -> bytes:
+async def _fetch_http(url: str, parts: SplitResult, max_bytes: int, policy: FetchPolicy) -> bytes:
     try:
-        async with open_session() as session, session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+        session = open_session(policy=policy)
+        async with session, session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
             if response.status >= 400:
                 raise ModuleFetchError(f"unexpected statuscode fetching {url}: {response.status}")
             body = await read_body(response, max_bytes=max_bytes, source=url)

@@ -6,7 +6,8 @@ before and after decompression, so a huge body or a gzip bomb fails with a
 clear ``ModuleFetchError`` instead of exhausting memory. Sessions never
 decompress on their own unless asked (``open_session(decompress=True)``, for
 registries): callers see the bytes the server sent and the ``Content-Encoding``
-header, and decide. Like Go's default
+header, and decide. Every connection goes through the fetch policy's socket
+factory (``atc.wasm.fetch_policy``), so redirects cannot leave it. Like Go's default
 client they follow redirects, verify TLS and honour ``HTTPS_PROXY``/``NO_PROXY``.
 ``gunzip`` accepts multi-member streams like Go's ``compress/gzip``.
 """
@@ -19,19 +20,23 @@ import zlib
 import aiohttp
 
 from atc.wasm.errors import ModuleFetchError
+from atc.wasm.fetch_policy import FetchPolicy
 
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 64 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
-def open_session(*, decompress: bool = False) -> aiohttp.ClientSession:
-    """A client session (the caller owns the deadline).
+def open_session(*, decompress: bool = False, policy: FetchPolicy | None = None) -> aiohttp.ClientSession:
+    """A client session (the caller owns the deadline) that connects only where ``policy`` allows.
 
     By default bodies come back exactly as sent; ``decompress=True`` undoes any
     ``Content-Encoding`` first, as Go's transport does for registry traffic.
     """
-    return aiohttp.ClientSession(auto_decompress=decompress, trust_env=True, timeout=aiohttp.ClientTimeout(total=None))
+    connector = aiohttp.TCPConnector(socket_factory=(policy or FetchPolicy()).socket_factory)
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=decompress, trust_env=True, timeout=aiohttp.ClientTimeout(total=None)
+    )
 
 
 def describe(err: BaseException) -> str:

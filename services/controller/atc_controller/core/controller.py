@@ -153,12 +153,20 @@ class Manager:
         finally:
             queue.shutdown()
             await self._cancel_workers()
-            self._queue = self._new_queue()
+            if self._queue is queue:
+                self._queue = self._new_queue()
             self._idle.set()
             log.info("all workers finished")
 
     async def stop(self, *, now: bool = False) -> None:
-        """Stop taking items; wait for running reconciles to finish, or cancel them at once when ``now``."""
+        """Stop taking items; wait for running reconciles to finish, or cancel them at once when ``now``.
+
+        A manager that is not running has nothing to stop: its queue, fresh for the next ``run``, stays
+        open. (After a lost Lease the leader's clean-up calls this once ``run`` has already ended; shutting
+        that fresh queue would drop every item the next term's reflectors list.)
+        """
+        if self._idle.is_set():
+            return
         self._queue.shutdown()
         if now:
             await self._cancel_workers()

@@ -108,15 +108,13 @@ class FlightReconciler:
             timeout = timeout_seconds(spec.timeout)
         except DurationError as exc:
             raise TerminalError(str(exc)) from None
-        settings = self.context.settings
         request = flight_takeoff_request(
             flight,
             self.kind,
             spec,
             module,
             timeout=timeout,
-            stdout_limit=settings.flight_stdout_limit_mib << 20,
-            yoke_version=settings.yoke_version,
+            defaults=self.context.flight_defaults,
             gateway=self.context.gateway,
         )
         return await takeoff(self.context.cluster, request)
