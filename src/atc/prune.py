@@ -7,7 +7,8 @@ Namespaces are orphaned instead (yoke's labels, annotations and
 ownerReferences removed) unless the Airway's ``prune`` options say otherwise,
 because deleting them would delete everything inside. Deletes are
 foreground; each stage waits until its deleted objects are gone.
-``mayday`` prunes everything of the active revision and deletes the history.
+``mayday`` prunes everything of the active revision (and of a pending one a crash left) and deletes
+the history.
 Callers: the takeoff pipeline and the instance and Flight deletion flows.
 """
 
@@ -28,7 +29,8 @@ from atc.releases import delete_release, list_release, read_stages
 
 Object = dict[str, Any]
 GONE_TIMEOUT = 120.0
-GONE_POLL = 2.0
+GONE_POLL = 1.0  # the longest pause between checks that deleted objects are gone
+GONE_FIRST_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,18 +89,17 @@ async def _delete_if_owned(kube: KubeClient, path: str, owner: str) -> bool:
 
 
 async def _wait_gone(kube: KubeClient, paths: list[str]) -> None:
+    """Until every path is gone: all checked at once, first after 50 ms, then less often (at most every 1 s)."""
     deadline = time.monotonic() + GONE_TIMEOUT
     remaining = list(paths)
+    delay = GONE_FIRST_POLL
     while remaining:
-        still_there = []
-        for path in remaining:
-            if await kube.get_or_none(path) is not None:
-                still_there.append(path)
-        remaining = still_there
+        await asyncio.sleep(delay)
+        found = await asyncio.gather(*(kube.get_or_none(path) for path in remaining))
+        remaining = [path for path, live in zip(remaining, found, strict=True) if live is not None]
         if remaining and time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {GONE_TIMEOUT:.0f}s waiting for deletion of {', '.join(remaining)}")
-        if remaining:
-            await asyncio.sleep(GONE_POLL)
+        delay = min(delay * 2, GONE_POLL)
 
 
 async def prune_release_diff(
@@ -125,8 +126,14 @@ async def mayday(
 ) -> list[str] | None:
     """Remove everything of the release and its history; None when it has no history (a warning for callers)."""
     history = await list_release(kube, release, namespace)
-    if history.active is None:
+    if not history.history:
         return None
-    pruned = await prune_release_diff(kube, mapper, await read_stages(kube, history.active), [], options, owner)
+    stages = [
+        stage
+        for revision in (history.active, *history.pending)
+        if revision
+        for stage in await read_stages(kube, revision)
+    ]
+    pruned = await prune_release_diff(kube, mapper, stages, [], options, owner)
     await delete_release(kube, release, namespace)
     return pruned

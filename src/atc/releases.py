@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from atc.constants import API_GROUP, FIELD_MANAGER_APPLY
 from atc.gocompat import go_json, join_errors
-from atc.k8s.client import JSON_PATCH, KubeClient, KubeError
+from atc.k8s.client import JSON_PATCH, MERGE_PATCH, KubeClient, KubeError
 
 LABEL_KIND = "internal.yoke/kind"
 LABEL_RELEASE = "internal.yoke/release"
@@ -35,6 +35,10 @@ ANNOTATION_SOURCE_URL = "internal.yoke/source-url"
 ANNOTATION_SOURCE_CHECKSUM = "internal.yoke/source-checksum"
 ANNOTATION_CREATED_AT = "internal.yoke/created-at"
 ANNOTATION_ACTIVE_AT = "internal.yoke/active-at"
+# Ours, not yoke's: a revision written before its resources are applied, activated (this annotation
+# removed, active-at stamped) once they are. A crash in between leaves it behind, and the next takeoff
+# prunes what only it had. yoke's CLI ignores the annotation.
+ANNOTATION_PENDING = "atc.yoke.cd/pending"
 ANNOTATION_RESOURCE_COUNT = "internal.yoke/resources"
 ANNOTATION_RELEASE_NAME = "internal.yoke/release-name"
 KEY_RESOURCES = "resources"
@@ -185,6 +189,7 @@ class Revision:
     active_at_text: str = ""
     created_at_nanos: int = 0  # exact Unix nanoseconds, used for ordering
     active_at_nanos: int = 0
+    pending: bool = False  # written before its resources were applied, not activated yet
 
 
 @dataclass(frozen=True)
@@ -197,17 +202,32 @@ class Release:
 
     @property
     def active_index(self) -> int:
-        """Index of the active revision (the first with the latest active-at); 0 for an empty history."""
-        best = 0
+        """Index of the active revision (the first with the latest active-at among those not pending).
+
+        0 for a history without such a revision.
+        """
+        best = None
         for index, revision in enumerate(self.history):
-            if revision.active_at_nanos > self.history[best].active_at_nanos:
+            if revision.pending:
+                continue
+            if best is None or revision.active_at_nanos > self.history[best].active_at_nanos:
                 best = index
-        return best
+        return best or 0
 
     @property
     def active(self) -> Revision | None:
-        """The active revision (max active-at), or None when the release has no history."""
-        return self.history[self.active_index] if self.history else None
+        """The active revision (max active-at, pending ones aside), or None when there is none."""
+        settled = [revision for revision in self.history if not revision.pending]
+        return self.history[self.active_index] if settled else None
+
+    @property
+    def pending(self) -> list[Revision]:
+        """Revisions written for a takeoff that did not finish (a crash between writing and activating)."""
+        return [revision for revision in self.history if revision.pending]
+
+    @property
+    def settled(self) -> list[Revision]:
+        return [revision for revision in self.history if not revision.pending]
 
 
 def _ordered(revisions: list[Revision]) -> list[Revision]:
@@ -234,6 +254,7 @@ def revision_from_metadata(metadata: dict[str, Any], namespace: str, release: st
         active_at_text=annotations.get(ANNOTATION_ACTIVE_AT, ""),
         created_at_nanos=created_nanos,
         active_at_nanos=active_nanos,
+        pending=ANNOTATION_PENDING in annotations,
     )
 
 
@@ -406,8 +427,13 @@ async def create_revision(
     source_url: str,
     source_checksum: str,
     now: datetime | None = None,
+    pending: bool = False,
 ) -> Revision:
-    """Store ``stages`` as the release's new (and active) revision Secret and return it."""
+    """Store ``stages`` as the release's new (and active) revision Secret and return it.
+
+    ``pending``: written before the resources are applied; ``activate_revision`` makes it the active
+    one once they are.
+    """
     stamp = format_rfc3339_nano(time.time_ns() if now is None else unix_nanos(now))
     annotations = {
         ANNOTATION_CREATED_AT: stamp,
@@ -417,9 +443,20 @@ async def create_revision(
         ANNOTATION_SOURCE_CHECKSUM: source_checksum,
         ANNOTATION_RELEASE_NAME: release,
     }
+    if pending:
+        annotations[ANNOTATION_PENDING] = "true"
     body = _revision_secret(random_secret_name(), release, annotations, encode_stages(stages))
     created = await _post_revision(kube, namespace, body)
     return revision_from_metadata(created.get("metadata") or body["metadata"], namespace, release)
+
+
+async def activate_revision(kube: KubeClient, revision: Revision) -> Revision:
+    """Make a pending revision the active one: active-at now, the pending mark removed."""
+    stamp = format_rfc3339_nano(time.time_ns())
+    patch = {"metadata": {"annotations": {ANNOTATION_ACTIVE_AT: stamp, ANNOTATION_PENDING: None}}}
+    path = f"{_secrets_path(revision.namespace)}/{revision.name}"
+    updated = await kube.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+    return revision_from_metadata(updated.get("metadata") or {}, revision.namespace, revision.release)
 
 
 # --- deleting ----------------------------------------------------------------------------------
@@ -447,17 +484,31 @@ async def _delete_secrets(
     return deleted
 
 
+def over_cap(release: Release, cap: int) -> list[str]:
+    """Names of the revisions beyond the ``cap`` most recently active ones (``cap <= 0`` keeps all)."""
+    if cap <= 0 or cap >= len(release.settled):
+        return []
+    newest_first = sorted(release.settled, key=lambda revision: revision.active_at_nanos, reverse=True)
+    return [revision.name for revision in newest_first[cap:]]
+
+
 async def cap_history(kube: KubeClient, release: str, namespace: str, cap: int) -> list[str]:
     """Keep the ``cap`` most recently active revisions and delete the rest; ``cap <= 0`` keeps all.
 
     Lists the release afresh (as yoke does after writing a revision). Returns the deleted names.
     """
-    current = await list_release(kube, release, namespace)
-    if cap <= 0 or cap >= len(current.history):
+    names = over_cap(await list_release(kube, release, namespace), cap)
+    if not names:
         return []
-    newest_first = sorted(current.history, key=lambda revision: revision.active_at_nanos, reverse=True)
-    names = [revision.name for revision in newest_first[cap:]]
     return await _delete_secrets(kube, namespace, names, "deleting release history", ordered=False)
+
+
+async def delete_revisions(kube: KubeClient, revisions: list[Revision]) -> list[str]:
+    """Delete these revision Secrets (pending ones a finished takeoff has superseded)."""
+    if not revisions:
+        return []
+    names = [revision.name for revision in revisions]
+    return await _delete_secrets(kube, revisions[0].namespace, names, "deleting pending revisions", ordered=False)
 
 
 async def delete_release(kube: KubeClient, release: str, namespace: str) -> list[str]:

@@ -6,6 +6,13 @@ metadata on every child, enforces the namespace rules, then applies stage by
 stage with readiness waits between stages, records a revision Secret in
 yoke's format, prunes what disappeared and caps the history.
 
+The order makes a crash at any step (``atc.crashpoints``) harmless to the next
+run: the revision is written first, marked pending; then the resources are
+applied and what the previous revision (and any pending one a crash left)
+had beyond them is pruned; then the revision is activated and the history
+capped. The next run prunes what a pending revision named, and caps a history
+found over its cap even when nothing changed.
+
 Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
 - a child whose desired state equals the one in the active revision is not
   sent again, and an unchanged release writes no revision, unless the
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atc.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
+from atc.crashpoints import crash_point
 from atc.flight.invocation import flight_invocation
 from atc.flight.output import OutputError, Stages, parse_stages
 from atc.gocompat import join_errors
@@ -40,7 +48,19 @@ from atc.k8s.discovery import NoMatchError, RestMapper
 from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, object_group_kind, release_identity, resource_ref, split_api_version
 from atc.prune import PruneOptions, prune_release_diff
-from atc.releases import Revision, cap_history, create_revision, list_release, pinning_error, read_stages
+from atc.releases import (
+    Release,
+    ReleaseError,
+    Revision,
+    activate_revision,
+    cap_history,
+    create_revision,
+    delete_revisions,
+    list_release,
+    over_cap,
+    pinning_error,
+    read_stages,
+)
 from atc.wasm.access import ClusterAccess, LookupTracker
 from atc.wasm.cache import LoadedModule
 from atc.wasm.engine import FlightEngine
@@ -340,38 +360,65 @@ async def takeoff(cluster: Cluster, request: TakeoffRequest) -> TakeoffResult:
     if problem := pinning_error(release, request.source_url, request.module.sha1):
         raise TakeoffError(problem)
     previous = await read_stages(cluster.kube, release.active) if release.active else []
-    await _apply_stages(cluster, result, previous, request)
-    if previous == stages:
+    if previous == stages and not release.pending:
+        await _apply_stages(cluster, result, previous, request)  # children edited by others, or drift repair
         result.outcome = "unchanged"
+        await _cap(cluster, request, result, release)
         return result
-    await _record(cluster, request, result, previous)
+    await _takeoff_changed(cluster, request, result, release, previous)
     return result
 
 
-async def _record(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, previous: Stages) -> None:
-    """Write the revision, prune what the new stages dropped, cap the history."""
+async def _takeoff_changed(
+    cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, release: Release, previous: Stages
+) -> None:
+    """Write the revision first (pending), apply, prune, then activate it: a crash at any step is repaired.
+
+    A pending revision left by an earlier crash names resources that run may have applied; they are
+    pruned like the active revision's unless the new stages keep them.
+    """
+    unfinished = [await read_stages(cluster.kube, revision) for revision in release.pending]
     try:
-        result.revision = await create_revision(
+        pending = await create_revision(
             cluster.kube,
             request.release,
             request.namespace,
             result.stages,
             source_url=request.source_url,
             source_checksum=request.module.sha1,
+            pending=True,
         )
     except KubeError as exc:
         raise TakeoffError(f"failed to create revision: {exc}") from None
+    crash_point("after_pending_revision")
+    await _apply_stages(cluster, result, previous, request)
+    crash_point("after_apply")
+    await _prune(cluster, request, result, [*previous, *(stage for stages in unfinished for stage in stages)])
+    crash_point("after_prune")
+    try:
+        result.revision = await activate_revision(cluster.kube, pending)
+        await delete_revisions(cluster.kube, release.pending)
+    except (KubeError, ReleaseError) as exc:
+        raise TakeoffError(f"failed to activate revision: {exc}") from None
+    crash_point("after_activate")
+    await _cap(cluster, request, result, None)
+    result.outcome = "applied"
+
+
+async def _prune(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, previous: Stages) -> None:
     try:
         result.pruned = await prune_release_diff(
             cluster.kube, cluster.mapper, previous, result.stages, request.prune, request.owner
         )
     except (KubeError, TimeoutError, NoMatchError) as exc:
         raise TakeoffError(f"failed to prune release diff: {exc}") from None
-    if request.history_cap > 0:
-        try:
-            await cap_history(cluster.kube, request.release, request.namespace, request.history_cap)
-        except KubeError as exc:
-            result.warnings.append(
-                f"failed to cap release history after successful takeoff of {request.release}: {exc}"
-            )
-    result.outcome = "applied"
+
+
+async def _cap(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, release: Release | None) -> None:
+    """Cap the history; ``release`` (already listed) saves a list when it shows the history within the cap."""
+    if request.history_cap <= 0 or (release is not None and not over_cap(release, request.history_cap)):
+        return
+    try:
+        await cap_history(cluster.kube, request.release, request.namespace, request.history_cap)
+    except (KubeError, ReleaseError) as exc:
+        result.warnings.append(f"failed to cap release history after successful takeoff of {request.release}: {exc}")
