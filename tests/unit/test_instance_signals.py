@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+from atc_controller.children import ChildChange
 from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
 
 KEY = "team/c4ts"
@@ -97,3 +98,48 @@ def test_an_instance_not_reconciled_yet_is_queued_when_its_mode_follows_children
     assert rec.child_changed(KEY, CHILD, "7")
     assert enqueued(rec) == [(rec.controller_name, KEY)]
     assert not reconciler(instance, mode="standard").child_changed(KEY, CHILD, "7")
+
+
+def change(**fields: Any) -> ChildChange:
+    values: dict[str, Any] = {
+        "instance_ref": "team/Test.examples.com:c4ts",
+        "child_ref": CHILD,
+        "old_resource_version": "9",
+        "deleted": False,
+        "spec_changed": True,
+        "by_us": False,
+    }
+    return ChildChange(**(values | fields))
+
+
+def test_static_mode_puts_back_a_child_changed_or_deleted_by_someone_else() -> None:
+    rec = reconciler(mode="static")
+    rec.states[KEY] = InstanceState(mode="static")
+    rec.child_drifted(KEY, change())
+    rec.child_drifted(KEY, change(child_ref=OTHER, deleted=True, spec_changed=False))
+    assert enqueued(rec) == [(rec.controller_name, KEY)] * 2
+    assert rec.states[KEY].reapply == {CHILD, OTHER}
+
+
+def test_static_mode_ignores_status_updates_and_its_own_applies() -> None:
+    rec = reconciler(mode="static")
+    rec.states[KEY] = InstanceState(mode="static")
+    rec.child_drifted(KEY, change(spec_changed=False))  # another controller's status update
+    rec.child_drifted(KEY, change(by_us=True))  # the controller's own apply
+    assert enqueued(rec) == []
+    rec.child_drifted(KEY, change(by_us=True, deleted=True))  # deleted even if we wrote last: put back
+    assert enqueued(rec) == [(rec.controller_name, KEY)]
+
+
+def test_dynamic_mode_treats_a_watched_change_as_the_webhooks_signal() -> None:
+    rec = reconciler(mode="dynamic")
+    state = rec.states[KEY] = InstanceState(mode="dynamic")
+    rec.child_drifted(KEY, change(spec_changed=False))
+    assert enqueued(rec) == [(rec.controller_name, KEY)]
+    assert state.waits == {CHILD: "9"}
+
+
+def test_standard_mode_ignores_watched_changes() -> None:
+    rec = reconciler(mode="standard")
+    rec.child_drifted(KEY, change(deleted=True))
+    assert enqueued(rec) == []

@@ -37,13 +37,14 @@ from atc.k8s.events import EventRecorder
 from atc.k8s.gateway import LoopGateway
 from atc.k8s.readiness import CustomReadiness
 from atc.k8s.reflector import Reflector, changed_beyond_status
-from atc.k8s.refs import split_api_version
+from atc.k8s.refs import parse_ref, split_api_version
 from atc.runtime import flight_defaults, module_cache
 from atc.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.takeoff import Cluster
 from atc.wasm.engine import FlightEngine
 
 from . import metrics
+from .children import ChildChange, ChildWatches
 from .context import ControllerContext
 from .core.controller import Manager
 from .core.leader import LeaderElector
@@ -105,6 +106,7 @@ class Controller:
             manager=manager,
             gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
             external_watches=ExternalWatches(kube, mapper, manager),
+            child_watches=ChildWatches(kube),
             flight_defaults=flight_defaults(settings),
             ca_bundle=self.ca_bundle,
         )
@@ -172,6 +174,7 @@ class Controller:
             handler=_signal_router(airways),
         )
         context.manager.register(airways.controller_name, airways)
+        context.child_watches.route_to(_child_router(airways))
         for kind in ("Flight", "ClusterFlight"):
             flights = FlightReconciler(context, kind, reflectors[kind])
             context.manager.register(flights.controller_name, flights)
@@ -186,6 +189,7 @@ class Controller:
             await context.manager.stop(now=True)
             await airways.stop()
             await context.external_watches.stop()
+            await context.child_watches.stop()
             for reflector in reflectors.values():
                 reflector.stop()
             for task in tasks:
@@ -290,6 +294,18 @@ def _signal_router(airways: AirwayReconciler) -> Callable[[str, Object, Object |
         reconciler = airways.instances_for(group, change.instance_kind)
         if reconciler is not None:
             reconciler.child_changed(change.instance_key, change.child_ref, change.child_resource_version)
+
+    return handle
+
+
+def _child_router(airways: AirwayReconciler) -> Callable[[ChildChange], None]:
+    """Route a change the child watches saw to the instance its ``instanceRef`` names."""
+
+    def handle(change: ChildChange) -> None:
+        instance = parse_ref(change.instance_ref)
+        reconciler = airways.instances_for(instance.group, instance.kind)
+        if reconciler is not None:
+            reconciler.child_drifted(f"{instance.namespace}/{instance.name}", change)
 
     return handle
 

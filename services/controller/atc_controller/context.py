@@ -13,6 +13,7 @@ from atc.takeoff import Cluster, TakeoffResult
 from atc.wasm.cache import ModuleCache
 
 from . import metrics
+from .children import ChildWatches
 from .core.controller import Manager
 from .external import ExternalWatches
 from .settings import ControllerSettings
@@ -31,6 +32,7 @@ class ControllerContext:
     manager: Manager
     gateway: LoopGateway
     external_watches: ExternalWatches
+    child_watches: ChildWatches
     flight_defaults: FlightDefaults
     ca_bundle: bytes = b""
 

@@ -7,7 +7,8 @@ retries any other failure with backoff (0.5 s doubling to 30 s by default),
 re-watches when the server ends a stream, and emits ``RESYNC`` for every
 cached object each ``resync_period``. With ``metadata_only`` it asks the API
 server for ``PartialObjectMetadata`` (names, labels, annotations, no spec or
-data), which is enough to follow a collection's metadata cheaply.
+data), which is enough to follow a collection's metadata cheaply; a ``transform``
+shrinks each object before it is cached (keep only what the handler needs).
 
 Both services run them: the controller one per watched kind (its handlers
 enqueue keys on the manager and use ``changed_beyond_status`` to ignore
@@ -136,8 +137,10 @@ class Reflector:
         clock: Clock | None = None,
         metadata_only: bool = False,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
+        transform: Callable[[JSON], JSON] | None = None,
     ) -> None:
         self.name = name
+        self._transform = transform
         self.synced = asyncio.Event()
         self.last_error: Exception | None = None  # the failure being retried, None once a list or watch works
         self._metadata_only = metadata_only
@@ -251,7 +254,7 @@ class Reflector:
         while True:
             page = await self._list_page(continue_token)
             for item in _typed_items(page):
-                objects[object_key(item)] = item
+                objects[object_key(item)] = self._transform(item) if self._transform else item
             metadata = page.get("metadata") or {}
             continue_token = str(metadata.get("continue") or "")
             if not continue_token:
@@ -307,6 +310,8 @@ class Reflector:
         obj: JSON = event.get("object") or {}
         if event_type == "ERROR":
             raise _status_error(obj)
+        if self._transform and event_type in ("ADDED", "MODIFIED", "DELETED"):
+            obj = self._transform(obj)
         if event_type in ("ADDED", "MODIFIED"):
             key = object_key(obj)
             old = self._cache.get(key)

@@ -49,6 +49,7 @@ from atc.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffR
 from atc.wasm.access import LookupTracker
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller import metrics
+from atc_controller.children import ChildChange
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError
 
@@ -141,6 +142,25 @@ class InstanceReconciler:
             return False
         self._rerun_for(key, state, child_ref, old_resource_version)
         return True
+
+    def child_drifted(self, key: str, change: ChildChange) -> None:
+        """A child changed as the controller's own watch saw it (the net under the webhook's signals).
+
+        static: a deletion, or a change beyond status by anyone but this controller, is put back (the
+        child is applied again). dynamic and subscription: treated as the webhook's signal would be.
+        standard: nothing.
+        """
+        state = self.states.get(key)
+        mode = state.mode if state else self._cached_mode(key)
+        if mode == "standard" or (change.by_us and not change.deleted):
+            return
+        if mode != "static":
+            self.child_changed(key, change.child_ref, change.old_resource_version)
+            return
+        if change.deleted or change.spec_changed:
+            state = self.states.setdefault(key, InstanceState(mode=mode))
+            state.reapply.add(change.child_ref)
+            self.context.manager.enqueue(self.controller_name, key)
 
     def _rerun_for(self, key: str, state: InstanceState, child_ref: str, old_resource_version: str) -> None:
         state.waits[child_ref] = old_resource_version
@@ -320,6 +340,7 @@ class InstanceReconciler:
             request = await self._request(instance, state, tracker)
             outcome.result = await takeoff(self.context.cluster, request)
             state.reapply -= request.reapply_refs
+            await self._watch_children(state, outcome.result)
             self.context.observe_flight(self.airway_name, outcome.result.flight_seconds, "success")
             self.context.observe_takeoff(outcome.result)
             outcome.parent = outcome.result.parent
@@ -338,6 +359,16 @@ class InstanceReconciler:
         if outcome.parent is None or not _has_ready(outcome.parent):
             await self._check_children(outcome)
         return outcome
+
+    async def _watch_children(self, state: InstanceState, result: TakeoffResult) -> None:
+        """Have the controller's own watches follow the children's kinds (static, dynamic, subscription)."""
+        if state.mode == "standard":
+            return
+        for obj in result.objects:
+            try:
+                self.context.child_watches.follow(await mapping_for(self.context.mapper, obj))
+            except NoMatchError:
+                continue
 
     async def _check_children(self, outcome: _Outcome) -> None:
         """Readiness of every child (spec 11.1); a child deleted behind our back is applied again."""
