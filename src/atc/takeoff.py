@@ -19,6 +19,10 @@ Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
   caller asks for drift repair (``reapply_unchanged``) or names children
   that someone else changed (``reapply_refs``, dynamic mode);
 - a flight that outputs only its parent leaves the release untouched;
+- privileged output (cluster-scoped kinds, RBAC, admission webhooks, CRDs,
+  Namespaces) is refused unless the request allows it (``privileged_refused``):
+  instances of namespaced Airways and Flights may not create what would let a
+  namespace tenant act beyond the namespace (docs/security.md);
 - a child the flight looked up is applied with the resourceVersion the
   lookup saw as a precondition, so output computed from data that changed
   meanwhile is refused by the API server (``StaleLookupError``) instead of
@@ -121,6 +125,9 @@ class TakeoffRequest:
     dry_run: bool = False
     reapply_unchanged: bool = False
     reapply_refs: frozenset[str] = frozenset()  # resource refs to send even if unchanged (children edited by others)
+    # cluster-scoped kinds, RBAC, admission webhooks, CRDs and Namespaces; "" allows them, else the
+    # refusal's reason (who may not create them, and how to allow it): see ``privileged``
+    privileged_refused: str = ""
 
     @property
     def owner_release(self) -> str:
@@ -233,10 +240,33 @@ def _crd_scopes(stages: Stages) -> dict[tuple[str, str], bool]:
     return scopes
 
 
-async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> None:
-    """Namespaced objects without a namespace get the target namespace (spec 6.4 step 12)."""
+PRIVILEGED_GROUPS = frozenset({"rbac.authorization.k8s.io", "admissionregistration.k8s.io"})
+PRIVILEGED_KINDS = frozenset({("apiextensions.k8s.io", "CustomResourceDefinition"), ("", "Namespace")})
+
+
+def privileged(obj: Object, namespaced: bool) -> bool:
+    """Whether an object is beyond a namespace tenant: cluster-scoped, RBAC, a webhook, a CRD or a Namespace."""
+    group, _ = split_api_version(str(obj.get("apiVersion", "")))
+    return not namespaced or group in PRIVILEGED_GROUPS or (group, str(obj.get("kind", ""))) in PRIVILEGED_KINDS
+
+
+def _check_privileged(stages: Stages, cluster_scoped: set[int], request: TakeoffRequest) -> None:
+    """Refuse the whole output when it holds a privileged object the request may not create."""
+    if not request.privileged_refused:
+        return
+    found = [canonical_name(obj) for stage in stages for obj in stage if privileged(obj, id(obj) not in cluster_scoped)]
+    if found:
+        raise TakeoffError(join_errors(f"refusing privileged resources: {request.privileged_refused}", found))
+
+
+async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> set[int]:
+    """Namespaced objects without a namespace get the target namespace (spec 6.4 step 12).
+
+    Returns the ``id`` of every cluster-scoped object.
+    """
     scopes = _crd_scopes(stages)
     failures = []
+    cluster_scoped = set()
     for obj in (o for stage in stages for o in stage):
         meta = obj.setdefault("metadata", {})
         group, _ = split_api_version(str(obj.get("apiVersion", "")))
@@ -251,8 +281,10 @@ async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> 
             meta["namespace"] = target
         elif not namespaced:
             meta.pop("namespace", None)
+            cluster_scoped.add(id(obj))
     if failures:
         raise TakeoffError(join_errors("setting target namespace", failures))
+    return cluster_scoped
 
 
 # ----------------------------------------------------------------------------------------------- apply
@@ -349,7 +381,8 @@ async def takeoff(cluster: Cluster, request: TakeoffRequest) -> TakeoffResult:
     for obj in (o for stage in stages for o in stage):
         _decorate(obj, request)
     _check_cross_namespace(stages, request)
-    await _default_namespaces(cluster, stages, request.namespace)
+    cluster_scoped = await _default_namespaces(cluster, stages, request.namespace)
+    _check_privileged(stages, cluster_scoped, request)
     stages = [stage for stage in stages if stage] or [[]]
     result.stages = stages
     if request.dry_run:

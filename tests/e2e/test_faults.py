@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,7 +93,7 @@ async def ready_before_the_fault(harness: Harness) -> tuple[Controller, Webhook,
 
 
 async def test_the_services_recover_after_the_api_server_was_gone_for_20_seconds(
-    harness: Harness, control_plane: Cluster, record_property: pytest.RecordProperty
+    harness: Harness, control_plane: Cluster, record_property: Callable[[str, object], None]
 ) -> None:
     controller, webhook, airway = await ready_before_the_fault(harness)
     await asyncio.to_thread(control_plane.stop_component, "kube-apiserver")
@@ -105,7 +105,7 @@ async def test_the_services_recover_after_the_api_server_was_gone_for_20_seconds
 
 
 async def test_the_services_recover_after_etcd_was_frozen_for_8_seconds(
-    harness: Harness, control_plane: Cluster, record_property: pytest.RecordProperty
+    harness: Harness, control_plane: Cluster, record_property: Callable[[str, object], None]
 ) -> None:
     controller, webhook, airway = await ready_before_the_fault(harness)
     await asyncio.to_thread(control_plane.pause_component, "etcd")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -295,7 +296,7 @@ async def test_flight_admission_dry_runs_the_flight_as_the_controller_would(harn
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 async def test_drift_made_while_the_webhook_is_down_is_repaired_within_5_seconds(
-    harness: Harness, mode: str, record_property: pytest.RecordProperty
+    harness: Harness, mode: str, record_property: Callable[[str, object], None]
 ) -> None:
     """atc-resources fails open: with the webhook down, an edit and a delete of children pass. The
     controller's own watches put both back (no fixDriftInterval), and the guard works again after."""

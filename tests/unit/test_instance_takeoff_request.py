@@ -145,14 +145,34 @@ def test_the_builder_alone_gives_the_cluster_scoped_release_its_default_namespac
     )
     obj = instance()
     del obj["metadata"]["namespace"]
-    request = instance_takeoff_request(spec, obj, MODULE, defaults=FlightDefaults(), gateway=None)
+    request = instance_takeoff_request(airway(), spec, obj, MODULE, defaults=FlightDefaults(), gateway=None)
     assert request.namespace == "default"
     assert request.cross_namespace
 
 
 def test_a_flight_without_its_own_memory_cap_gets_the_default() -> None:
     defaults = FlightDefaults(memory_mib=256)
-    spec = AirwaySpec.model_validate(airway()["spec"])
-    assert instance_takeoff_request(spec, instance(), MODULE, defaults=defaults, gateway=None).max_memory_mib == 256
-    spec = AirwaySpec.model_validate(airway(maxMemoryMib=1024)["spec"])
-    assert instance_takeoff_request(spec, instance(), MODULE, defaults=defaults, gateway=None).max_memory_mib == 1024
+    for declared, cap in ((0, 256), (1024, 1024)):
+        airway_obj = airway(maxMemoryMib=declared)
+        spec = AirwaySpec.model_validate(airway_obj["spec"])
+        request = instance_takeoff_request(airway_obj, spec, instance(), MODULE, defaults=defaults, gateway=None)
+        assert request.max_memory_mib == cap
+
+
+@pytest.mark.parametrize(
+    ("scope", "annotations", "refused"),
+    [
+        ("Namespaced", {}, True),
+        ("Namespaced", {"atc.yoke.cd/allow-cluster-resources": "true"}, False),
+        ("Cluster", {}, False),
+    ],
+)
+def test_only_a_namespaced_airway_that_did_not_opt_in_refuses_privileged_output(
+    scope: str, annotations: dict[str, str], refused: bool
+) -> None:
+    airway_obj = airway()
+    airway_obj["spec"]["template"]["scope"] = scope
+    airway_obj["metadata"]["annotations"] = annotations
+    spec = AirwaySpec.model_validate(airway_obj["spec"])
+    request = instance_takeoff_request(airway_obj, spec, instance(), MODULE, defaults=FlightDefaults(), gateway=None)
+    assert bool(request.privileged_refused) is refused

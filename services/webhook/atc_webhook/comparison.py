@@ -26,7 +26,9 @@ VOLATILE_METADATA = frozenset({"generation", "resourceVersion", "managedFields"}
 
 
 def annotations_of(obj: JSON | None) -> dict[str, str]:
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations")
+    """The object's annotations; {} when it has none, or when metadata or annotations are not objects."""
+    metadata = (obj or {}).get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     return annotations if isinstance(annotations, dict) else {}
 
 

@@ -212,6 +212,7 @@ async def check_instance(services: FlightServices, airway: Object, request: Obje
             INSTANCE_MODULE_WAIT_SECONDS, load_instance_module(services.modules, spec, instance)
         )
         takeoff_request = instance_takeoff_request(
+            airway,
             spec,
             instance,
             module,

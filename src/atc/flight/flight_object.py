@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from atc.constants import MANAGED_BY_ATC
+from atc.flight.instance_object import allows_privileged
 from atc.flight.invocation import FlightDefaults
 from atc.models import FlightSpec
 from atc.prune import PruneOptions
@@ -27,6 +28,27 @@ def flight_release(flight: Object, kind: str) -> tuple[str, str, str]:
     meta = flight.get("metadata") or {}
     name, namespace = str(meta.get("name", "")), str(meta.get("namespace") or "")
     return flight_release_prefix(kind, namespace) + name, name, namespace or "default"
+
+
+FLIGHT_REFUSAL = (
+    "a Flight may not create cluster-scoped resources, RBAC, admission webhooks, CRDs or Namespaces; "
+    'use a ClusterFlight annotated atc.yoke.cd/allow-cluster-resources="true"'
+)
+CLUSTER_FLIGHT_REFUSAL = (
+    "this ClusterFlight may not create cluster-scoped resources, RBAC, admission webhooks, CRDs or "
+    'Namespaces; annotate it with atc.yoke.cd/allow-cluster-resources="true" to allow it'
+)
+
+
+def flight_refusal(flight: Object, kind: str) -> str:
+    """Why a Flight or ClusterFlight may not create privileged resources ("" when it may).
+
+    A Flight is namespaced: whoever may create one in a namespace never may. A ClusterFlight may
+    when it says so (its author has cluster-wide rights on ClusterFlights).
+    """
+    if kind != "ClusterFlight":
+        return FLIGHT_REFUSAL
+    return "" if allows_privileged(flight) else CLUSTER_FLIGHT_REFUSAL
 
 
 def flight_takeoff_request(
@@ -64,4 +86,5 @@ def flight_takeoff_request(
         prune=PruneOptions(spec.prune.crds, spec.prune.namespaces),
         reapply_unchanged=spec.fix_drift_seconds > 0,
         dry_run=dry_run,
+        privileged_refused=flight_refusal(flight, kind),
     )

@@ -89,7 +89,28 @@ class ParentMatcher:
         return found == (self.group, self.kind, self.name, self.namespace)
 
 
+ANNOTATION_ALLOW_PRIVILEGED = "atc.yoke.cd/allow-cluster-resources"
+NAMESPACED_AIRWAY_REFUSAL = (
+    "instances of a namespaced Airway may not create cluster-scoped resources, RBAC, admission webhooks, "
+    f'CRDs or Namespaces; annotate the Airway with {ANNOTATION_ALLOW_PRIVILEGED}="true" to allow it'
+)
+
+
+def allows_privileged(obj: Object) -> bool:
+    """Whether an Airway or ClusterFlight opted in to privileged output (the annotation, "true")."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_ALLOW_PRIVILEGED, "")).lower() == "true"
+
+
+def instance_refusal(airway: Object, namespaced: bool) -> str:
+    """Why an instance may not create privileged resources ("" when it may): only a namespaced Airway's
+    instances are held back, unless the Airway opted in. A cluster-scoped Airway's instances are
+    created by someone with cluster-wide rights on its CRD."""
+    return "" if not namespaced or allows_privileged(airway) else NAMESPACED_AIRWAY_REFUSAL
+
+
 def instance_takeoff_request(
+    airway: Object,
     spec: AirwaySpec,
     instance: Object,
     module: LoadedModule,
@@ -100,7 +121,7 @@ def instance_takeoff_request(
     reapply_refs: frozenset[str] = frozenset(),
     dry_run: bool = False,
 ) -> TakeoffRequest:
-    """The takeoff of ``instance`` of the Airway with ``spec``; raises ObjectPathError or DurationError."""
+    """The takeoff of ``instance`` of ``airway`` (its parsed ``spec``); raises ObjectPathError or DurationError."""
     template = spec.template
     namespaced = template.get("scope", "Namespaced") == "Namespaced"
     meta = instance.get("metadata") or {}
@@ -140,4 +161,5 @@ def instance_takeoff_request(
         reapply_unchanged=spec.fix_drift_seconds > 0,
         reapply_refs=reapply_refs,
         dry_run=dry_run,
+        privileged_refused=instance_refusal(airway, namespaced),
     )

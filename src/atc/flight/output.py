@@ -89,7 +89,38 @@ def parse_stages(stdout: bytes) -> Stages:
         stages = _explicit_stages(_whole_value(text))
     if stages is None:
         raise OutputError(f"failed to parse output into valid flight output: {WRONG_SHAPE} {_preview(text)}".rstrip())
+    for index, obj in enumerate(obj for stage in stages for obj in stage):
+        if problem := _shape_problem(obj):
+            raise OutputError(f"failed to parse output into valid flight output: resource {index}: {problem}")
     return split_early_kinds(stages)
+
+
+def _shape_problem(obj: Object) -> str:
+    """What makes a printed object unusable as a Kubernetes object ("" when nothing does).
+
+    ``null`` metadata, labels, annotations and ownerReferences mean absent, as in Go, and are dropped.
+    """
+    if obj.get("metadata", {}) is None:
+        del obj["metadata"]
+    metadata = obj.get("metadata")
+    for field in ("labels", "annotations", "ownerReferences"):
+        if isinstance(metadata, dict) and field in metadata and metadata[field] is None:
+            del metadata[field]
+    if not isinstance(obj.get("apiVersion", ""), str):
+        return "apiVersion must be a string"
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        return "metadata must be an object"
+    for field in ("name", "namespace"):
+        if not isinstance(metadata.get(field, ""), str):
+            return f"metadata.{field} must be a string"
+    for field in ("labels", "annotations"):
+        values = metadata.get(field, {})
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            return f"metadata.{field} must map strings to strings"
+    if not isinstance(metadata.get("ownerReferences", []), list):
+        return "metadata.ownerReferences must be a list"
+    return ""
 
 
 def _group(obj: Object) -> str:

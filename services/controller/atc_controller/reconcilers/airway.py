@@ -113,6 +113,7 @@ class AirwayReconciler:
         version = storage_version(crd["spec"])
         crd_state = f"{crd['metadata'].get('uid')}/{version}"
         if running is not None and running.generation == generation and running.crd_version == crd_state:
+            self._refresh_metadata(running, airway)
             await self._condition(airway, "True", "Ready", "Flight-Controller launched")
             return
         if running is not None:
@@ -126,6 +127,15 @@ class AirwayReconciler:
         await self.context.events.record(
             airway, NORMAL, "FlightControllerLaunched", f"serving {mapping.kind}.{mapping.group} {version}"
         )
+
+    def _refresh_metadata(self, running: RunningInstances, airway: Object) -> None:
+        """Same spec, new metadata (an annotation such as the privileged opt-in): instances see it now."""
+        old = running.reconciler.airway["metadata"].get("annotations") or {}
+        running.reconciler.airway = airway
+        if (airway["metadata"].get("annotations") or {}) != old:
+            for instance in running.reflector.list():
+                meta = instance["metadata"]
+                self.context.manager.enqueue(running.controller_name, f"{meta.get('namespace', '')}/{meta['name']}")
 
     async def _warm_modules(self, spec: AirwaySpec) -> None:
         urls = [(spec.wasm_urls.flight, spec.wasm_urls.flight_checksum)]

@@ -324,6 +324,7 @@ class InstanceReconciler:
         except ModuleError as exc:
             raise TakeoffError(f"failed to fetch flight module from cache: {exc}") from None
         return instance_takeoff_request(
+            self.airway,
             self.spec,
             instance,
             module,
