@@ -138,6 +138,24 @@ async def create_instances(kube: KubeClient, group: str, namespace: str, count: 
     await asyncio.gather(*(create(i) for i in range(count)))
 
 
+async def delete_instances(kube: KubeClient, group: str, namespace: str, count: int, deadline: float) -> float:
+    """Delete every instance at once; seconds until the last is gone (children and history removed)."""
+    collection = f"/apis/{group}/v1/namespaces/{namespace}/benches"
+    gate = asyncio.Semaphore(20)
+
+    async def delete(index: int) -> None:
+        async with gate:
+            await kube.request("DELETE", f"{collection}/b{index}")
+
+    started = time.monotonic()
+    await asyncio.gather(*(delete(i) for i in range(count)))
+    while (await kube.get(collection))["items"]:
+        if time.monotonic() - started > deadline:
+            raise SystemExit(f"instances still there {deadline}s after their deletion")
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started
+
+
 async def count_ready(kube: KubeClient, group: str, namespace: str) -> int:
     listing = await kube.get(f"/apis/{group}/v1/namespaces/{namespace}/benches")
     return sum(
@@ -176,6 +194,7 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
             resynced = reconciles(metrics, controller_name) - resync_from
             now = requests_by_verb(metrics, leases=False)
             writes = {v: now.get(v, 0) - writes_from.get(v, 0) for v in WRITE_VERBS}
+            deleted = await delete_instances(kube, group, namespace, args.instances, args.deadline)
             rss = peak_rss_mib(process.pid)
         await kube.request("DELETE", f"/apis/yoke.cd/v1alpha1/airways/benches.{group}")
     return {
@@ -188,6 +207,7 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
         "controller_peak_rss_mib": round(rss, 1),
         "resync_reconciles": resynced,
         "resync_writes_excluding_lease_renewals": writes,
+        "seconds_until_all_deleted": round(deleted, 2),
     }
 
 

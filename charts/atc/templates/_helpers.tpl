@@ -99,6 +99,12 @@ exempts for the webhook's own dry runs (atc.webhooks.webhook_service_account). *
   value: {{ join "," .Values.moduleAllowList | quote }}
 - name: FLIGHT_STDOUT_LIMIT_MIB
   value: {{ .Values.flightStdoutLimitMib | quote }}
+- name: FLIGHT_DEFAULT_MEMORY_MIB
+  value: {{ .Values.flightDefaultMemoryMib | quote }}
+- name: MODULE_COMPILER
+  value: {{ .Values.moduleCompiler | quote }}
+- name: MODULE_FETCH_ALLOWED_NETWORKS
+  value: {{ join "," .Values.moduleFetchAllowedNetworks | quote }}
 {{- with .Values.yokeVersion }}
 - name: YOKE_VERSION
   value: {{ . | quote }}
