@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from benchlib import control_plane, service, write_results  # noqa: E402
 
 import flightbuild  # noqa: E402
-from atc.k8s.client import KubeClient  # noqa: E402
+from atc.k8s.client import KubeClient, KubeError  # noqa: E402
 from devcluster.cluster import free_port  # noqa: E402
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
@@ -112,7 +113,12 @@ async def create_airway(kube: KubeClient, group: str, wasm: Path) -> str:
         "metadata": {"name": name},
         "spec": {"wasmUrls": {"flight": str(wasm)}, "template": template},
     }
-    await kube.request("POST", "/apis/yoke.cd/v1alpha1/airways", body=body)
+    while True:  # the controller installs the CRDs; the API server needs a moment to serve them
+        try:
+            await kube.request("POST", "/apis/yoke.cd/v1alpha1/airways", body=body)
+            break
+        except KubeError:
+            await asyncio.sleep(0.2)
     while True:
         airway = await kube.get(f"/apis/yoke.cd/v1alpha1/airways/{name}")
         if any(

@@ -105,20 +105,28 @@ async def _wait_gone(kube: KubeClient, paths: list[str]) -> None:
 async def prune_release_diff(
     kube: KubeClient, mapper: RestMapper, previous: Stages, current: Stages, options: PruneOptions, owner: str
 ) -> list[str]:
-    """Delete or orphan what ``previous`` had and ``current`` lacks; returns their canonical names."""
+    """Delete or orphan what ``previous`` had and ``current`` lacks; returns their canonical names.
+
+    Stages go in reverse; the objects of one stage are removed concurrently, and the next stage waits
+    until they are gone.
+    """
     keep = {release_identity(obj) for stage in current for obj in stage}
     pruned: list[str] = []
     for stage in reversed(previous):
-        deleted_paths = []
-        for obj in (o for o in stage if release_identity(o) not in keep):
-            path = object_path(await mapping_for(mapper, obj), obj)
-            if options.orphans(obj):
-                await _orphan(kube, path)
-            elif await _delete_if_owned(kube, path, owner):
-                deleted_paths.append(path)
-            pruned.append(canonical_name(obj))
-        await _wait_gone(kube, deleted_paths)
+        dropped = [obj for obj in stage if release_identity(obj) not in keep]
+        deleted = await asyncio.gather(*(_remove(kube, mapper, obj, options, owner) for obj in dropped))
+        pruned += [canonical_name(obj) for obj in dropped]
+        await _wait_gone(kube, [path for path in deleted if path])
     return pruned
+
+
+async def _remove(kube: KubeClient, mapper: RestMapper, obj: Object, options: PruneOptions, owner: str) -> str:
+    """Orphan or delete one dropped object; the path to wait for when it was deleted, else ""."""
+    path = object_path(await mapping_for(mapper, obj), obj)
+    if options.orphans(obj):
+        await _orphan(kube, path)
+        return ""
+    return path if await _delete_if_owned(kube, path, owner) else ""
 
 
 async def mayday(
@@ -135,5 +143,5 @@ async def mayday(
         for stage in await read_stages(kube, revision)
     ]
     pruned = await prune_release_diff(kube, mapper, stages, [], options, owner)
-    await delete_release(kube, release, namespace)
+    await delete_release(kube, release, namespace, history)
     return pruned

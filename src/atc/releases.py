@@ -10,6 +10,7 @@ active revisions through it; the interop tests check the ``yoke`` binary reads w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
@@ -469,19 +470,21 @@ async def _delete_secrets(
 
     Every name is tried; failures are raised together afterwards as one ``ReleaseError``.
     """
-    deleted: list[str] = []
-    failures: list[KubeError] = []
-    for name in names:
-        try:
-            await kube.request("DELETE", f"{_secrets_path(namespace)}/{name}")
-        except KubeError as exc:
-            if not exc.not_found:
-                failures.append(KubeError(exc.status, f"{name}: {exc}"))
-                continue
-        deleted.append(name)
+    outcomes = await asyncio.gather(*(_delete_secret(kube, namespace, name) for name in names))
+    failures = [failure for failure in outcomes if failure is not None]
     if failures:
         raise ReleaseError(join_errors(message, [str(f) for f in failures], ordered=ordered), failures[0].status)
-    return deleted
+    return list(names)
+
+
+async def _delete_secret(kube: KubeClient, namespace: str, name: str) -> KubeError | None:
+    """Delete one Secret (already gone counts as deleted); the failure, if any."""
+    try:
+        await kube.request("DELETE", f"{_secrets_path(namespace)}/{name}")
+    except KubeError as exc:
+        if not exc.not_found:
+            return KubeError(exc.status, f"{name}: {exc}")
+    return None
 
 
 def over_cap(release: Release, cap: int) -> list[str]:
@@ -511,9 +514,12 @@ async def delete_revisions(kube: KubeClient, revisions: list[Revision]) -> list[
     return await _delete_secrets(kube, revisions[0].namespace, names, "deleting pending revisions", ordered=False)
 
 
-async def delete_release(kube: KubeClient, release: str, namespace: str) -> list[str]:
-    """Delete every revision Secret of the release (mayday); return the deleted names."""
-    current = await list_release(kube, release, namespace)
+async def delete_release(kube: KubeClient, release: str, namespace: str, current: Release | None = None) -> list[str]:
+    """Delete every revision Secret of the release (mayday); return the deleted names.
+
+    ``current`` is the release as the caller already listed it.
+    """
+    current = current or await list_release(kube, release, namespace)
     names = [revision.name for revision in current.history]
     return await _delete_secrets(kube, namespace, names, "removing revision history secrets", ordered=True)
 
