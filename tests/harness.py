@@ -283,7 +283,13 @@ class Harness:
 
     # ------------------------------------------------------------------------------------ airways
     async def create_airway(
-        self, flight: str, *, kind: str = "Backend", namespaced: bool = True, **spec: Any
+        self,
+        flight: str,
+        *,
+        kind: str = "Backend",
+        namespaced: bool = True,
+        annotations: dict[str, str] | None = None,
+        **spec: Any,
     ) -> AirwayRef:
         group = f"t{secrets.token_hex(4)}.examples.com"
         ref = AirwayRef(f"{kind.lower()}s.{group}", group, kind, f"{kind.lower()}s", namespaced)
@@ -297,7 +303,7 @@ class Harness:
         body = {
             "apiVersion": "yoke.cd/v1alpha1",
             "kind": "Airway",
-            "metadata": {"name": ref.name},
+            "metadata": {"name": ref.name, "annotations": annotations or {}},
             "spec": {"wasmUrls": wasm_urls, "template": template, **spec},
         }
         await self.kube.request("POST", AIRWAYS, body=body)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +24,28 @@ from devcluster.cluster import die_with_parent
 T = TypeVar("T")
 SERVICES_KEY = pytest.StashKey[list["ServiceProcess"]]()
 LOG_TAIL_BYTES = 64 * 1024
+
+
+def open_crd_spec(group: str, kind: str, *, status: bool = False) -> dict[str, Any]:
+    """The spec of a namespaced CRD with one served version ``v1`` that accepts any fields.
+
+    ``status`` adds the status subresource. Used as an Airway template and as a raw CRD.
+    """
+    plural = kind.lower() + "s"
+    version: dict[str, Any] = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    }
+    if status:
+        version["subresources"] = {"status": {}}
+    return {
+        "group": group,
+        "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+        "scope": "Namespaced",
+        "versions": [version],
+    }
 
 
 async def eventually(

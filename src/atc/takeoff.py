@@ -11,7 +11,8 @@ run: the revision is written first, marked pending; then the resources are
 applied and what the previous revision (and any pending one a crash left)
 had beyond them is pruned; then the revision is activated and the history
 capped. The next run prunes what a pending revision named, and caps a history
-found over its cap even when nothing changed.
+found over its cap even when nothing changed. An apply that fails before
+writing anything withdraws its pending revision: the history stays as it was.
 
 Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
 - a child whose desired state equals the one in the active revision is not
@@ -35,6 +36,7 @@ the instance and Flight reconcilers, and the admission webhook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -340,6 +342,7 @@ async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stage
         try:
             await apply_stage(cluster.kube, cluster.mapper, _fenced(changed, seen), options=ApplyOptions())
         except ApplyError as exc:
+            result.applied += exc.written
             stale = [canonical_name(obj) for obj in exc.conflicts if resource_ref(obj) in seen]
             if stale:
                 raise StaleLookupError(f"{', '.join(stale)} changed after the flight looked it up") from None
@@ -424,7 +427,12 @@ async def _takeoff_changed(
     except KubeError as exc:
         raise TakeoffError(f"failed to create revision: {exc}") from None
     crash_point("after_pending_revision")
-    await _apply_stages(cluster, result, previous, request)
+    try:
+        await _apply_stages(cluster, result, previous, request)
+    except TakeoffError:
+        if result.applied == 0:  # the cluster is as the earlier revisions say: this one never happened
+            await _withdraw(cluster, pending)
+        raise
     crash_point("after_apply")
     await _prune(cluster, request, result, [*previous, *(stage for stages in unfinished for stage in stages)])
     crash_point("after_prune")
@@ -436,6 +444,12 @@ async def _takeoff_changed(
     crash_point("after_activate")
     await _cap(cluster, request, result, None)
     result.outcome = "applied"
+
+
+async def _withdraw(cluster: Cluster, pending: Revision) -> None:
+    """Delete a pending revision none of whose resources were written; a failure leaves it to the next run."""
+    with contextlib.suppress(KubeError):
+        await delete_revisions(cluster.kube, [pending])
 
 
 async def _prune(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, previous: Stages) -> None:

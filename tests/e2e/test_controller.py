@@ -181,11 +181,13 @@ async def _reconcile_count(harness: Harness, metrics_port: int, controller: str)
 
 
 async def test_stages_apply_a_crd_then_its_custom_resource(harness: Harness) -> None:
-    # the flight creates objects of its own CRD: the operator grants that kind, as the chart allows
+    # the flight creates objects of its own CRD: the operator grants that kind, as the chart allows,
+    # and lets the Airway's instances create a cluster-scoped resource (docs/security.md)
     rule = {"apiGroups": ["stages.test"], "resources": ["gadgets"], "verbs": ["get", "create", "patch", "delete"]}
     harness.chart_values = ["--set-json", f"controller.rbac.extraRules={json.dumps([rule])}"]
     await harness.start_controller()
-    ref = await ready_airway(harness, "stages", prune={"crds": True})
+    opt_in = {"atc.yoke.cd/allow-cluster-resources": "true"}
+    ref = await ready_airway(harness, "stages", annotations=opt_in, prune={"crds": True})
     await harness.create_instance(ref, "g1", {"size": 7})
     await harness.wait_condition(ref, "g1", "True", "Ready", timeout=90)
     gadget = await harness.kube.get(f"/apis/stages.test/v1/namespaces/{harness.namespace}/gadgets/g1")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from harness import Harness
+from support import open_crd_spec
 
 from atc.k8s.client import KubeError
 
@@ -45,19 +46,7 @@ def crd(group: str) -> Object:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"widgets.{group}"},
-        "spec": {
-            "group": group,
-            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                }
-            ],
-        },
+        "spec": open_crd_spec(group, "Widget"),
     }
 
 

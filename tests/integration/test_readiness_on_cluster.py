@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from support import eventually
+from support import eventually, open_crd_spec
 
 from atc.crds import CRD_PATH, wait_established
 from atc.k8s.client import JSON, KubeClient
@@ -101,20 +101,7 @@ async def widget_crd(api: KubeClient) -> AsyncIterator[tuple[str, str]]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": name},
-        "spec": {
-            "group": group,
-            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                }
-            ],
-        },
+        "spec": open_crd_spec(group, "Widget", status=True),
     }
     await create(api, CRD_PATH, crd)
     await wait_established(api, [name], timeout=30)

@@ -20,6 +20,7 @@ import yokecli
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from harness import Harness
 from signing import private_pem, public_pem
+from support import open_crd_spec
 
 from atc.crds import AIRWAYS_PATH, install_yoke_crds
 from atc.k8s.client import KubeError
@@ -30,19 +31,7 @@ UNSIGNED = "failed to verify module: module is unsigned"
 
 def airway(url: str) -> dict[str, Any]:
     group = f"t{secrets.token_hex(4)}.examples.com"
-    template = {
-        "group": group,
-        "names": {"kind": "Backend", "plural": "backends", "singular": "backend"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    }
+    template = open_crd_spec(group, "Backend")
     return {
         "apiVersion": "yoke.cd/v1alpha1",
         "kind": "Airway",

@@ -32,12 +32,14 @@ class ApplyError(Exception):
     """One or more objects of a stage could not be applied; the message lists them.
 
     ``conflicts`` holds the objects the API server answered 409 for (with
-    force on, only a ``metadata.resourceVersion`` precondition does that).
+    force on, only a ``metadata.resourceVersion`` precondition does that);
+    ``written`` counts the objects that were applied (not dry-run) all the same.
     """
 
-    def __init__(self, message: str, conflicts: Sequence[Object] = ()) -> None:
+    def __init__(self, message: str, conflicts: Sequence[Object] = (), written: int = 0) -> None:
         super().__init__(message)
         self.conflicts = list(conflicts)
+        self.written = written
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,10 @@ async def apply_all(
                 conflicts.append(obj)
         elif isinstance(result, BaseException):
             raise result
+    applied = [result for result in results if isinstance(result, dict)]
     if failures:
-        raise ApplyError(join_errors("", failures, ordered=True), conflicts)
-    return [result for result in results if isinstance(result, dict)]
+        raise ApplyError(join_errors("", failures, ordered=True), conflicts, 0 if dry_run else len(applied))
+    return applied
 
 
 async def apply_stage(
@@ -97,4 +100,4 @@ async def apply_stage(
             await apply_all(kube, mapper, objects, dry_run=True, options=options)
         return await apply_all(kube, mapper, objects, dry_run=False, options=options)
     except ApplyError as exc:
-        raise ApplyError(f"failed to apply resources: {exc}", exc.conflicts) from None
+        raise ApplyError(f"failed to apply resources: {exc}", exc.conflicts, exc.written) from None
