@@ -117,6 +117,7 @@ class Harness:
     run_service: Callable[..., ServiceProcess]
     pki_dir: Path
     airways: list[AirwayRef] = field(default_factory=list)
+    controllers: list[Controller] = field(default_factory=list)  # every controller started, live or not
     webhook: Webhook | None = None
     cleanups: list[str] = field(default_factory=list)  # API paths to delete at the end
     chart_values: list[str] = field(default_factory=list)  # helm arguments for the test's chart RBAC
@@ -178,7 +179,9 @@ class Harness:
             **env,
         }
         process = self.run_service(name, [sys.executable, "-m", "atc_controller"], settings)
-        return Controller(process, health, metrics)
+        controller = Controller(process, health, metrics)
+        self.controllers.append(controller)
+        return controller
 
     async def start_atc(
         self, *, webhook_env: dict[str, str] | None = None, **controller_env: str
@@ -395,30 +398,58 @@ class Harness:
 
     # ------------------------------------------------------------------------------------ cleanup
     async def delete_airways(self) -> None:
-        """Delete every Airway this harness made and wait until each is gone (the controller must run)."""
+        """Delete every Airway this harness made and wait until each is gone.
+
+        Their finalizers need a controller: one is started if none runs (a test that failed after
+        stopping its own). An Airway still there after two minutes has its finalizers removed, so it
+        cannot leak into later tests (its instances' watches would hit RBAC that is gone), and the
+        time-out is raised.
+        """
+        if not self.airways:
+            return
+        if not any(c.process.proc.poll() is None for c in self.controllers):
+            await self.start_controller("controller-cleanup")
         for ref in self.airways:
-            try:
-                await self.kube.request("DELETE", f"{AIRWAYS}/{ref.name}")
-            except KubeError as exc:
-                if not exc.not_found:
-                    raise
-        await asyncio.gather(*(self.gone(f"{AIRWAYS}/{ref.name}", timeout=120) for ref in self.airways))
+            await self._delete_if_present(f"{AIRWAYS}/{ref.name}")
+        paths = [f"{AIRWAYS}/{ref.name}" for ref in self.airways]
         self.airways.clear()
+        try:
+            await asyncio.gather(*(self.gone(path, timeout=120) for path in paths))
+        finally:
+            for path in paths:
+                await self._strip_finalizers(path)
+
+    async def _delete_if_present(self, path: str) -> None:
+        try:
+            await self.kube.request("DELETE", path)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    async def _strip_finalizers(self, path: str) -> None:
+        try:
+            await self.kube.request(
+                "PATCH", path, body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json"
+            )
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
 
     async def clean_up(self) -> None:
         """Airways first (the services must still run), then registrations and RBAC made for the test."""
-        await self.delete_airways()
+        try:
+            await self.delete_airways()
+        finally:
+            await self._delete_test_objects()
+
+    async def _delete_test_objects(self) -> None:
         paths = list(self.cleanups)
         if self.webhook is not None:  # registrations are never removed by the webhook itself
             paths += [
                 f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{n}" for n in STATIC_WEBHOOKS
             ]
         for path in paths:
-            try:
-                await self.kube.request("DELETE", path)
-            except KubeError as exc:
-                if not exc.not_found:
-                    raise
+            await self._delete_if_present(path)
 
 
 def _b64(data: bytes) -> str:

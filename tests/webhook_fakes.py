@@ -34,8 +34,11 @@ class FakeKube(KubeClient):
         self.applied: list[tuple[str, JSON, str, bool]] = []
         self.post_failures: list[KubeError] = []
         self.accepts: dict[str, str] = {}
+        self.forbidden: set[str] = set()  # paths answered 403, like a collection outside the RBAC
 
     def _list(self, path: str) -> JSON:
+        if path in self.forbidden:
+            raise KubeError(403, "forbidden")
         if path not in self.collections:
             raise KubeError(404, "404 page not found")
         return {"metadata": {"resourceVersion": "1"}, "items": copy.deepcopy(self.collections[path])}

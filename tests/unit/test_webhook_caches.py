@@ -102,6 +102,22 @@ async def test_an_airway_whose_crd_is_not_served_does_not_block_readiness(
     await eventually(found, timeout=5, interval=0.02, what="instance listed once its CRD is served")
 
 
+async def test_an_airway_outside_the_webhooks_rbac_does_not_block_readiness(
+    kube: FakeKube, caches: WebhookCaches
+) -> None:
+    kube.collections[AIRWAYS] = [airway()]
+    kube.collections[INSTANCES] = [instance_metadata("one", "ns")]
+    kube.forbidden.add(INSTANCES)
+    await synced(caches)
+    assert caches.instance("ns/Backend.examples.com:one") is None
+    kube.forbidden.clear()  # the RBAC is widened: the reflector's retry lists the instances
+
+    async def found() -> bool:
+        return caches.instance("ns/Backend.examples.com:one") is not None
+
+    await eventually(found, timeout=5, interval=0.02, what="instance listed once the RBAC allows it")
+
+
 async def test_airways_without_their_crd_installed_do_not_block_readiness(kube: FakeKube) -> None:
     del kube.collections[AIRWAYS]
     caches = WebhookCaches(kube)

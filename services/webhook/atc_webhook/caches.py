@@ -13,7 +13,8 @@
 ``synced()`` is the readiness condition: every cache listed once (an Airway whose CRD is not served
 yet counts as synced with no instances, and its reflector retries every few seconds; an Airway update,
 such as the controller marking it Ready, retries at once; the same holds for Airways before the
-controller installed their CRD). The routers read the caches through
+controller installed their CRD; an Airway whose instances the webhook's RBAC may not list counts as
+synced too, and its reflector keeps retrying and logging the 403). The routers read the caches through
 ``airway_for``, ``instance`` and ``desired_object``.
 """
 
@@ -55,7 +56,7 @@ SECRETS_PATH = "/api/v1/secrets"
 REVISION_SELECTOR = f"{LABEL_KIND}={KIND_REVISION}"
 CRD_RETRY_MAX_SECONDS = 5.0  # retry cap of reflectors whose resource may not be served yet (Airways, instances)
 SYNC_POLL_SECONDS = 0.05
-NOT_FOUND = 404
+UNLISTABLE = frozenset({403, 404})  # forbidden, not found: the reflector retries, readiness does not wait
 
 
 def _metadata(obj: JSON) -> JSON:
@@ -133,9 +134,11 @@ class InstanceInfo:
 
 
 def _settled(reflector: Reflector) -> bool:
-    """Listed once, or its resource is not served (yet; no CRD means no objects): nothing to wait for."""
+    """Listed once, or nothing to wait for: the resource is not served (yet; no CRD means no objects) or
+    the webhook's RBAC does not cover it (an Airway outside ``controller.rbac.airwayGroups``; waiting
+    would keep every restarted webhook unready, an admission outage caused by one Airway)."""
     error = reflector.last_error
-    return reflector.synced.is_set() or (isinstance(error, KubeError) and error.status == NOT_FOUND)
+    return reflector.synced.is_set() or (isinstance(error, KubeError) and error.status in UNLISTABLE)
 
 
 @dataclass
