@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import control_plane, percentile, service, write_results  # noqa: E402
 from webhook_objects import configmap, create_airway, create_instance, create_release, delete_airway  # noqa: E402
 
-from atc.heap import freeze_long_lived  # noqa: E402
 from atc.k8s.client import KubeClient  # noqa: E402
+from atc.service.heap import freeze_long_lived  # noqa: E402
 from devcluster.cluster import free_port  # noqa: E402
 
 P99_GOAL_SECONDS = 0.010

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from benchlib import percentiles, write_results  # noqa: E402
 
 import flightbuild  # noqa: E402
-from atc.flight.invocation import flight_invocation  # noqa: E402
+from atc.release.invocation import flight_invocation  # noqa: E402
 from atc.wasm.cache import ModuleCache  # noqa: E402
 from atc.wasm.engine import CRANELIFT, WINCH, FlightEngine, PreparedModule  # noqa: E402
 from atc.wasm.runner import FlightError, Invocation, run_flight  # noqa: E402

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from atc.k8s.access import GatewayError
 from atc.k8s.discovery import NoMatchError, RestMapping
-from atc.wasm.access import GatewayError
 
 SECRET = RestMapping("", "v1", "Secret", "secrets", True)
 NAMESPACE = RestMapping("", "v1", "Namespace", "namespaces", False)

@@ -28,8 +28,8 @@ import aiohttp
 from deployed import ChartIdentities, WebhookTarget, install_chart_identities, register_static_webhooks
 from support import ServiceProcess, eventually
 
-from atc.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from devcluster.cluster import free_port
 from devcluster.pki import CertificateAuthority
 

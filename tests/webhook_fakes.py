@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from atc.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.client import KubeClient, KubeError
-from atc.releases import encode_stages, sha1_hex
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.release.revisions import encode_stages, sha1_hex
 
 JSON = dict[str, Any]
 SECRETS = "/api/v1/secrets"

@@ -1,9 +1,9 @@
 """An Airway release made by hand, as the controller would leave it: for webhook tests and the admission benchmark.
 
 No controller runs: ``create_airway`` creates an Airway and the CRD it declares
-(``atc.airway_template``), ``create_instance`` an instance, and
+(``atc.model.airway_template``), ``create_instance`` an instance, and
 ``create_release`` writes a revision Secret in yoke's format
-(``atc.releases.create_revision``) whose single stage holds the given children,
+(``atc.release.revisions.create_revision``) whose single stage holds the given children,
 stamped with yoke's labels, annotations and ownerReference, and server-side
 applies those children. Imported by ``tests/integration/test_webhook_service.py``
 and ``bench/admission.py``.
@@ -17,8 +17,13 @@ from typing import Any
 
 from harness import SCHEMA, AirwayRef
 
-from atc.airway_template import airway_crd, mutate_template
-from atc.constants import (
+from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import CRD_PATH as CRDS
+from atc.k8s.crds import install_yoke_crds, wait_established
+from atc.k8s.refs import resource_ref
+from atc.model.airway_template import airway_crd, mutate_template
+from atc.model.constants import (
     ANNOTATION_INSTANCE_REF,
     ANNOTATION_RELEASE,
     ANNOTATION_RELEASE_NAMESPACE,
@@ -26,12 +31,7 @@ from atc.constants import (
     LABEL_MANAGED_BY,
     MANAGED_BY_ATC,
 )
-from atc.crds import AIRWAYS_PATH as AIRWAYS
-from atc.crds import CRD_PATH as CRDS
-from atc.crds import install_yoke_crds, wait_established
-from atc.k8s.client import KubeClient, KubeError
-from atc.k8s.refs import resource_ref
-from atc.releases import create_revision, release_name
+from atc.release.revisions import create_revision, release_name
 
 Object = dict[str, Any]
 

@@ -1,9 +1,9 @@
 """Write docs/configuration.md, the reference of every setting of both services, from their settings classes.
 
-The settings are pydantic models: ``atc.settings.CommonSettings`` (both services),
+The settings are pydantic models: ``atc.service.settings.CommonSettings`` (both services),
 ``atc_controller.settings.ControllerSettings`` and ``atc_webhook.settings.WebhookSettings``. Flag
 and environment names, defaults and the expected form of each value come from the same helpers in
-``atc.settings`` that ``--help`` uses, so this page says what the services read.
+``atc.service.settings`` that ``--help`` uses, so this page says what the services read.
 
 Run by hand after changing a setting::
 
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from atc.settings import CommonSettings, SettingsBase, _default_text, env_name, expected_form, flag_name
+from atc.service.settings import CommonSettings, SettingsBase, _default_text, env_name, expected_form, flag_name
 from atc_controller.settings import ControllerSettings
 from atc_webhook.settings import WebhookSettings
 
@@ -45,7 +45,7 @@ does. Each setting has an environment variable (`SVC_NAME`) and a flag made from
 - `atc-controller --help` and `atc-webhook --help` print the same list.
 
 The settings classes are `CommonSettings` in
-[`src/atc/settings.py`](../src/atc/settings.py),
+[`src/atc/service/settings.py`](../src/atc/service/settings.py),
 `ControllerSettings` in
 [`services/controller/atc_controller/settings.py`](../services/controller/atc_controller/settings.py)
 and `WebhookSettings` in

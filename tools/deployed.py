@@ -21,7 +21,7 @@ import helmcli
 import yaml
 
 from atc.k8s.client import KubeClient
-from atc.webhooks import VALIDATING_CONFIGS_PATH, static_webhook_configs
+from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, static_webhook_configs
 
 Object = dict[str, Any]
 CHART = Path(__file__).resolve().parents[1] / "charts" / "atc"
@@ -113,7 +113,7 @@ async def install_chart_identities(
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """Where the API server reaches a webhook process on this host (the fields ``atc.webhooks`` reads)."""
+    """Where the API server reaches a webhook process on this host (the fields ``atc.model.webhook_configs`` reads)."""
 
     svc_name: str
     svc_namespace: str

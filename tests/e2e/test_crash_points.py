@@ -1,6 +1,6 @@
 """kill -9 at every step of a takeoff: the next controller repairs everything, on the real control plane.
 
-For each named crash point (``atc.crashpoints``: after the pending revision is written, after the
+For each named crash point (``atc.release.crashpoints``: after the pending revision is written, after the
 apply, after the prune, after the activation) the controller is started with ``ATC_CRASH_POINT`` set
 and dies there (exit 137, no clean-up) during a create, and again during an update that changes a
 child, adds one and drops one. A second controller then runs without it. Checked after each:
@@ -22,8 +22,8 @@ import pytest
 from harness import AirwayRef, Harness
 from support import eventually
 
-from atc.crashpoints import CRASH_POINTS
-from atc.releases import ANNOTATION_PENDING
+from atc.release.crashpoints import CRASH_POINTS
+from atc.release.revisions import ANNOTATION_PENDING
 
 pytestmark = pytest.mark.cluster
 Object = dict[str, Any]

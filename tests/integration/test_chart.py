@@ -2,7 +2,7 @@
 
 Uses a pinned helm built from ``tools/kbin/helm`` (``tools/helmcli.py``) and the local control
 plane. The rendered static webhook configurations are compared with what
-``atc.webhooks.static_webhook_configs`` builds, so the chart and the services cannot disagree. The
+``atc.model.webhook_configs.static_webhook_configs`` builds, so the chart and the services cannot disagree. The
 RBAC sufficiency test runs both services as the harness always does, as the chart's ServiceAccounts
 with the chart's RBAC applied for real (``tools/deployed.py``, no cluster-admin), reconciles
 the Backend scenario to Ready, and checks that writes outside the granted rules are refused.
@@ -27,7 +27,7 @@ from harness import Harness
 from support import eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
-from atc.webhooks import static_webhook_configs
+from atc.model.webhook_configs import static_webhook_configs
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +86,7 @@ def api_path(obj: Object) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """The ``WebhookTarget`` fields ``atc.webhooks`` builds configurations from."""
+    """The ``WebhookTarget`` fields ``atc.model.webhook_configs`` builds configurations from."""
 
     svc_name: str
     svc_namespace: str

@@ -29,8 +29,8 @@ import yaml
 from harness import Harness
 from support import ServiceProcess, eventually
 
-from atc.docker_secret import DockerConfigSecretError, DockerConfigWatcher
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
+from atc.service.docker_secret import DockerConfigSecretError, DockerConfigWatcher
 
 pytestmark = pytest.mark.cluster
 CHART = Path(__file__).resolve().parents[2] / "charts" / "atc"
@@ -160,7 +160,7 @@ async def test_the_file_follows_the_secret(admin: KubeClient, kubeconfig: Path, 
 async def test_a_missing_secret_at_start_is_waited_for(
     admin: KubeClient, kubeconfig: Path, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="atc.docker_secret")
+    caplog.set_level(logging.INFO, logger="atc.service.docker_secret")
     path = tmp_path / "home" / ".docker" / "config.json"
     async with await least_privilege_client(admin, kubeconfig, namespace) as kube:
         watcher = DockerConfigWatcher(kube, namespace, SECRET, path)

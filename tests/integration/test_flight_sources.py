@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from servers import OciRegistry, serve_files
 
-from atc.flight.invocation import flight_invocation
-from atc.flight.output import parse_stages
+from atc.release.invocation import flight_invocation
+from atc.release.stages import parse_stages
 from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.checksum import sha256_hex
 from atc.wasm.engine import FlightEngine

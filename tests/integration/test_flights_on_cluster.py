@@ -23,14 +23,14 @@ from typing import Any
 import pytest
 from support import eventually
 
-from atc.flight.invocation import flight_invocation
-from atc.flight.output import parse_stages
+from atc.k8s.access import FORBIDDEN_OUTSIDE_RELEASE, ClusterAccess, ClusterGateway
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper, RestMapping
 from atc.k8s.gateway import LoopGateway
-from atc.releases import list_release
-from atc.takeoff import Cluster, StaleLookupError, TakeoffRequest, takeoff
-from atc.wasm.access import FORBIDDEN_OUTSIDE_RELEASE, ClusterAccess, ClusterGateway
+from atc.release.invocation import flight_invocation
+from atc.release.revisions import list_release
+from atc.release.stages import parse_stages
+from atc.release.takeoff import Cluster, StaleLookupError, TakeoffRequest, takeoff
 from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.engine import FlightEngine
 from atc.wasm.runner import RunResult, run_flight_async

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from support import eventually, open_crd_spec
 
-from atc.crds import CRD_PATH, wait_established
 from atc.k8s.client import JSON, KubeClient
+from atc.k8s.crds import CRD_PATH, wait_established
 from atc.k8s.readiness import READINESS_SELECTOR, CustomReadiness, is_ready
 
 pytestmark = pytest.mark.cluster

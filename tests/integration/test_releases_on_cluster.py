@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from atc import releases
 from atc.k8s.client import KubeClient
+from atc.release import revisions as releases
 
 pytestmark = pytest.mark.cluster
 RELEASE = "examples.com.Backend.ns.c4ts"

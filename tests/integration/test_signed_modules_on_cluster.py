@@ -22,8 +22,8 @@ from harness import Harness
 from signing import private_pem, public_pem
 from support import open_crd_spec
 
-from atc.crds import AIRWAYS_PATH, install_yoke_crds
 from atc.k8s.client import KubeError
+from atc.k8s.crds import AIRWAYS_PATH, install_yoke_crds
 
 pytestmark = pytest.mark.cluster
 UNSIGNED = "failed to verify module: module is unsigned"

@@ -33,7 +33,7 @@ from webhook_objects import (
 )
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
-from atc.webhooks import VALIDATING_CONFIGS_PATH as CONFIGS
+from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH as CONFIGS
 from devcluster.cluster import free_port
 
 pytestmark = pytest.mark.cluster

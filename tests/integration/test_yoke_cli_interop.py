@@ -1,4 +1,4 @@
-"""The real ``yoke`` CLI (v0.20.12) and atc.releases read and write the same releases (spec 6.6, 14.3).
+"""The real ``yoke`` CLI (v0.20.12) and atc.release.revisions read and write the same releases (spec 6.6, 14.3).
 
 One direction: revisions written by ``create_revision`` are listed, shown and diffed by ``yoke
 blackbox``, restored by ``yoke descent`` and deleted by ``yoke mayday``. The other: a release written
@@ -25,8 +25,8 @@ import yokecli
 from servers import serve_files
 
 import flightbuild
-from atc import releases
 from atc.k8s.client import KubeClient
+from atc.release import revisions as releases
 
 pytestmark = pytest.mark.cluster
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

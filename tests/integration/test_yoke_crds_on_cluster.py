@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from atc.airway_template import airway_crd, mutate_template
-from atc.crds import AIRWAYS_PATH as AIRWAYS
-from atc.crds import CRD_PATH, airway_schema, flight_schema, install_yoke_crds, wait_established, yoke_crds
 from atc.k8s.client import JSON, KubeClient, KubeError
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import CRD_PATH, airway_schema, flight_schema, install_yoke_crds, wait_established, yoke_crds
 from atc.k8s.readiness import is_ready
+from atc.model.airway_template import airway_crd, mutate_template
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from atc.airway_template import (
+from atc.k8s.crds import airway_schema, flight_schema
+from atc.model.airway_template import (
     InvalidAirwayError,
     airway_crd,
     conditions_schema,
@@ -19,8 +20,7 @@ from atc.airway_template import (
     schema_mismatch,
     storage_version,
 )
-from atc.crds import airway_schema, flight_schema
-from atc.webhooks import webhook_client_config
+from atc.model.webhook_configs import webhook_client_config
 
 JSON = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""The Helm chart's copy of the ``yoke.cd`` CRDs equals ``atc.crds.yoke_crds()``, so the two cannot drift.
+"""The Helm chart's copy of the ``yoke.cd`` CRDs equals ``atc.k8s.crds.yoke_crds()``, so the two cannot drift.
 
 ``charts/atc/crds/yoke.cd.yaml`` is what ``helm install`` creates before anything else; the
 controller installs ``yoke_crds()`` itself at start-up. Run by pytest (unit suite, no cluster).
@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from atc.crds import yoke_crds
+from atc.k8s.crds import yoke_crds
 
 CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "atc" / "crds" / "yoke.cd.yaml"
-HEADER = """# The yoke.cd CRDs (Flight, ClusterFlight, Airway), generated from atc.crds.yoke_crds().
+HEADER = """# The yoke.cd CRDs (Flight, ClusterFlight, Airway), generated from atc.k8s.crds.yoke_crds().
 # Do not edit by hand: tests/unit/test_chart_crds.py fails when this file and yoke_crds() differ.
 # Regenerate with:  .venv/bin/python tests/unit/test_chart_crds.py --write
 """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from atc.constants import ANNOTATION_INSTANCE_REF
 from atc.k8s.discovery import RestMapping
+from atc.model.constants import ANNOTATION_INSTANCE_REF
 from atc_controller.children import child_change
 from atc_controller.children import slim as slim_with
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from atc.settings import SettingsBase, env_name
+from atc.service.settings import SettingsBase, env_name
 from atc_controller.settings import ControllerSettings
 from atc_webhook.settings import WebhookSettings
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from atc.conditions import find_condition, format_time, make_condition, meets_conditions, set_status_condition
+from atc.model.conditions import find_condition, format_time, make_condition, meets_conditions, set_status_condition
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import configdoc
 
-from atc.settings import CommonSettings, env_name, flag_name
+from atc.service.settings import CommonSettings, env_name, flag_name
 from atc_controller.settings import ControllerSettings
 from atc_webhook.settings import WebhookSettings
 

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import pytest
 
-from atc.docker_secret import (
+from atc.k8s.client import KubeClient, KubeError
+from atc.service.docker_secret import (
     MAX_DOCKER_CONFIG_BYTES,
     NO_DATA,
     DockerConfigDataError,
@@ -27,8 +28,7 @@ from atc.docker_secret import (
     remove_docker_config,
     write_docker_config,
 )
-from atc.k8s.client import KubeClient, KubeError
-from atc.settings import CommonSettings
+from atc.service.settings import CommonSettings
 from atc.wasm.dockerconfig import registry_credentials
 
 MARKER = "s3cr3t-marker"
@@ -169,7 +169,7 @@ async def test_a_missing_secret_is_a_warning_as_in_yoke(tmp_path: Path, caplog: 
     assert not path.exists()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [(r.name, r.getMessage()) for r in warnings] == [
-        ("atc.docker_secret", "docker config secret not found, waiting for it")
+        ("atc.service.docker_secret", "docker config secret not found, waiting for it")
     ]
     assert (warnings[0].secret, warnings[0].path) == ("atc/regcred", str(path))  # type: ignore[attr-defined]
     await docker._on_event("ADDED", secret(config()), None)  # what run()'s Reflector hands over when it appears

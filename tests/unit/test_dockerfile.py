@@ -178,7 +178,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(
 def test_dockerignore_keeps_local_state_out() -> None:
     for path in (".venv/bin/python", ".local/kubeconfig", ".git/HEAD", "tests/conftest.py", "src/x/__pycache__/y"):
         assert not dockerignore_allows(path), path
-    for path in ("pyproject.toml", "src/atc/settings.py", "services/webhook/atc_webhook/tls.py"):
+    for path in ("pyproject.toml", "src/atc/service/settings.py", "services/webhook/atc_webhook/tls.py"):
         assert dockerignore_allows(path), path
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from atc.flight.output import EMPTY_OUTPUT, OutputError, parse_stages
+from atc.release.stages import EMPTY_OUTPUT, OutputError, parse_stages
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}
 DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}

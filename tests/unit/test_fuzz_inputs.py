@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atc.flight.output import OutputError, parse_stages
-from atc.takeoff import TakeoffError, TakeoffRequest, _check_cross_namespace, _decorate, privileged
+from atc.release.stages import OutputError, parse_stages
+from atc.release.takeoff import TakeoffError, TakeoffRequest, _check_cross_namespace, _decorate, privileged
 from atc_webhook.admission import ReviewDecodeError, parse_review
 from atc_webhook.comparison import changed_yoke_annotations, is_noop_update, modifies_desired
 from atc_webhook.routers.resources import static_decision

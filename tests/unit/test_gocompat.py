@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atc.gocompat import (
+from atc.model.gocompat import (
     DurationError,
     format_duration,
     go_json,

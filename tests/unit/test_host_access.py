@@ -7,7 +7,7 @@ import json
 import pytest
 from fakes import NAMESPACE, SECRET, FakeGateway, secret
 
-from atc.wasm.access import (
+from atc.k8s.access import (
     FORBIDDEN_OUTSIDE_RELEASE,
     ClusterAccess,
     GatewayError,

@@ -1,6 +1,6 @@
 """The controller's takeoff of an instance and the webhook's dry run of it are the same request.
 
-Both go through ``atc.flight.instance_object.instance_takeoff_request``; these tests call each
+Both go through ``atc.release.instance_request.instance_takeoff_request``; these tests call each
 caller the way it runs (the reconciler's ``_request``, the webhook's ``check_instance``) with the
 flight module and the takeoff stubbed out, and compare what they would send. A dry run that differs
 from the real takeoff would, under the same field manager, strip yoke's annotations from children
@@ -15,13 +15,13 @@ from typing import Any, cast
 
 import pytest
 
-from atc.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
-from atc.flight import instance_object
-from atc.flight.instance_object import ObjectPathError, ParentMatcher, instance_takeoff_request, value_at
-from atc.flight.invocation import FlightDefaults
-from atc.models import AirwaySpec
-from atc.takeoff import TakeoffRequest
-from atc.wasm.access import LookupTracker
+from atc.k8s.access import LookupTracker
+from atc.model.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
+from atc.model.specs import AirwaySpec
+from atc.release import instance_request as instance_object
+from atc.release.instance_request import ObjectPathError, ParentMatcher, instance_takeoff_request, value_at
+from atc.release.invocation import FlightDefaults
+from atc.release.takeoff import TakeoffRequest
 from atc_controller.reconcilers import instance as reconciler_module
 from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
 from atc_webhook import validation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from atc.logs import JsonFormatter, TextFormatter
+from atc.service.logs import JsonFormatter, TextFormatter
 
 
 def record(**extra: object) -> logging.LogRecord:

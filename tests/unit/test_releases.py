@@ -1,4 +1,4 @@
-"""Unit tests of atc.releases: release names, Go timestamps, revision encoding, ordering and pinning."""
+"""Unit tests of atc.release.revisions: release names, Go timestamps, revision encoding, ordering and pinning."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import pytest
 
-from atc import releases
 from atc.k8s.client import KubeClient, KubeError
-from atc.releases import Release, ReleaseError, Revision
+from atc.release import revisions as releases
+from atc.release.revisions import Release, ReleaseError, Revision
 
 DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",

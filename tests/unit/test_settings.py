@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from atc.settings import (
+from atc.service.settings import (
     SettingsBase,
     SettingsError,
     _default_text,

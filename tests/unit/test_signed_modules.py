@@ -16,9 +16,9 @@ import wasmtime
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from signing import public_pem, sign_module
 
-from atc.flight.invocation import flight_invocation
-from atc.flight.output import parse_stages
-from atc.takeoff import Cluster
+from atc.release.invocation import flight_invocation
+from atc.release.stages import parse_stages
+from atc.release.takeoff import Cluster
 from atc.wasm.cache import ModuleCache
 from atc.wasm.checksum import sha256_hex
 from atc.wasm.engine import FlightEngine

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from atc.flight.invocation import flight_invocation, timeout_seconds
-from atc.flight.output import OutputError, parse_stages
+from atc.release.invocation import flight_invocation, timeout_seconds
+from atc.release.stages import OutputError, parse_stages
 from atc.wasm.cache import ModuleCache
 from atc.wasm.engine import FlightEngine
 from atc.wasm.errors import ModuleError

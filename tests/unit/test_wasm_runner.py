@@ -16,7 +16,7 @@ import pytest
 import wasmtime
 from fakes import SECRET, FakeGateway, secret
 
-from atc.wasm.access import ClusterAccess
+from atc.k8s.access import ClusterAccess
 from atc.wasm.engine import FlightEngine, PreparedModule
 from atc.wasm.runner import FlightError, Invocation, run_flight, run_flight_async
 

@@ -12,7 +12,7 @@ from fakes import settle
 from support import eventually
 from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision_secret
 
-from atc.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.reflector import METADATA_LIST_ACCEPT
 from atc_webhook.caches import AirwayInfo, CachedRevision, RevisionCache, WebhookCaches, effective_mode
 

@@ -1,4 +1,4 @@
-"""The ValidatingWebhookConfigurations (``atc.webhooks``) and what the webhook registers (``registration``)."""
+"""The ValidatingWebhookConfigurations (``atc.model.webhook_configs``) and what the webhook registers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fakes import settle
 from webhook_fakes import FakeKube
 
-from atc.webhooks import (
+from atc.model.webhook_configs import (
     instance_webhook_config,
     static_webhook_configs,
     webhook_client_config,

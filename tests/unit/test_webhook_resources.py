@@ -13,8 +13,8 @@ import httpx
 import pytest
 from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision_secret
 
-from atc.crds import AIRWAYS_PATH as AIRWAYS
-from atc.signals import parse_child_changed
+from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.signals import parse_child_changed
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, parse_review
 from atc_webhook.caches import WebhookCaches
 from atc_webhook.context import WebhookContext

@@ -1,4 +1,4 @@
-"""The child-changed Event (``atc.signals``) and the webhook's background writer (``atc_webhook.signals``)."""
+"""The child-changed Event (``atc.k8s.signals``) and the webhook's background writer (``atc_webhook.signals``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from webhook_fakes import FakeKube
 
 from atc.k8s.client import KubeError
-from atc.signals import SIGNAL_SELECTOR, ChildChange, child_changed_event, parse_child_changed
+from atc.k8s.signals import SIGNAL_SELECTOR, ChildChange, child_changed_event, parse_child_changed
 from atc_webhook import metrics
 from atc_webhook.signals import SignalWriter
 

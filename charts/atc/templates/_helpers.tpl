@@ -46,7 +46,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* The controller's ServiceAccount: "<SVC_NAME>-service-account", the name the webhooks' match
-conditions exempt (atc.webhooks.atc_service_account). Any other name would make the ATC's own writes
+conditions exempt (atc.model.webhook_configs.atc_service_account). Any other name would make the ATC's own writes
 go through its own webhooks, so the chart refuses it. */}}
 {{- define "atc.controller.serviceAccountName" -}}
 {{- $want := printf "%s-service-account" (include "atc.svcName" .) -}}
@@ -58,7 +58,7 @@ go through its own webhooks, so the chart refuses it. */}}
 {{- end -}}
 
 {{/* The webhook's ServiceAccount: "<SVC_NAME>-webhook", the name atc-resources' match condition
-exempts for the webhook's own dry runs (atc.webhooks.webhook_service_account). */}}
+exempts for the webhook's own dry runs (atc.model.webhook_configs.webhook_service_account). */}}
 {{- define "atc.webhook.serviceAccountName" -}}
 {{- $want := printf "%s-webhook" (include "atc.svcName" .) -}}
 {{- $name := default $want .Values.webhook.serviceAccount.name -}}
@@ -87,7 +87,7 @@ exempts for the webhook's own dry runs (atc.webhooks.webhook_service_account). *
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson -}}
 {{- end -}}
 
-{{/* Environment both services read (atc.settings.CommonSettings). */}}
+{{/* Environment both services read (atc.service.settings.CommonSettings). */}}
 {{- define "atc.commonEnv" -}}
 - name: LOG_FORMAT
   value: {{ .Values.logFormat | quote }}

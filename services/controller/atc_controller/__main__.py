@@ -13,9 +13,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from atc.logs import configure_logging
-from atc.runtime import startup_exit_code
-from atc.settings import SettingsError, check_startup, load_settings
+from atc.service.logs import configure_logging
+from atc.service.runtime import startup_exit_code
+from atc.service.settings import SettingsError, check_startup, load_settings
 
 from . import app
 from .settings import ControllerSettings

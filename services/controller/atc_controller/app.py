@@ -2,7 +2,7 @@
 
 ``run(settings)``:
 1. connects to the API server (with ``DOCKER_CONFIG_SECRET_NAME``, writes and then follows the
-   docker config Secret, ``atc.docker_secret``; failing to read it is fatal) and installs (or
+   docker config Secret, ``atc.service.docker_secret``; failing to read it is fatal) and installs (or
    upgrades) the ``yoke.cd`` CRDs;
 2. serves ``/healthz`` and ``/readyz`` (HEALTH_PORT) and ``/metrics`` (METRICS_PORT);
 3. competes for the leader Lease; while leading, it watches Airways, CRDs (to
@@ -26,21 +26,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from atc.constants import FIELD_MANAGER_ATC
-from atc.crds import CRD_PATH as CRDS_PATH
-from atc.crds import install_yoke_crds
-from atc.docker_secret import docker_config_watch
-from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
+from atc.k8s.crds import CRD_PATH as CRDS_PATH
+from atc.k8s.crds import install_yoke_crds
 from atc.k8s.discovery import RestMapper
 from atc.k8s.events import EventRecorder
 from atc.k8s.gateway import LoopGateway
 from atc.k8s.readiness import CustomReadiness
 from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import parse_ref, split_api_version
-from atc.runtime import flight_defaults, module_cache
-from atc.signals import SIGNAL_SELECTOR, parse_child_changed
-from atc.takeoff import Cluster
+from atc.k8s.signals import SIGNAL_SELECTOR, parse_child_changed
+from atc.model.constants import FIELD_MANAGER_ATC
+from atc.release.takeoff import Cluster
+from atc.service.docker_secret import docker_config_watch
+from atc.service.heap import freeze_long_lived
+from atc.service.runtime import flight_defaults, module_cache
 from atc.wasm.engine import FlightEngine
 
 from . import metrics

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from atc.flight.invocation import FlightDefaults
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 from atc.k8s.events import EventRecorder
 from atc.k8s.gateway import LoopGateway
-from atc.takeoff import Cluster, TakeoffResult
+from atc.release.invocation import FlightDefaults
+from atc.release.takeoff import Cluster, TakeoffResult
 from atc.wasm.cache import ModuleCache
 
 from . import metrics

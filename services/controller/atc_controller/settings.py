@@ -11,7 +11,7 @@ import os
 
 from pydantic import Field
 
-from atc.settings import CommonSettings
+from atc.service.settings import CommonSettings
 
 
 class ControllerSettings(CommonSettings):

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import uvloop
 
-from atc.logs import configure_logging
-from atc.runtime import startup_exit_code
-from atc.settings import SettingsError, check_startup, load_settings
+from atc.service.logs import configure_logging
+from atc.service.runtime import startup_exit_code
+from atc.service.settings import SettingsError, check_startup, load_settings
 
 from .server import serve
 from .settings import WebhookSettings

@@ -28,14 +28,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from atc.airway_template import storage_version
-from atc.constants import ANNOTATION_OVERRIDE_MODE
-from atc.crds import AIRWAYS_PATH
 from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.crds import AIRWAYS_PATH
 from atc.k8s.reflector import EventType, Reflector
 from atc.k8s.refs import group_kind, parse_ref
-from atc.models import MODES, Mode
-from atc.releases import (
+from atc.model.airway_template import storage_version
+from atc.model.constants import ANNOTATION_OVERRIDE_MODE
+from atc.model.specs import MODES, Mode
+from atc.release.revisions import (
     ANNOTATION_ACTIVE_AT,
     ANNOTATION_CREATED_AT,
     KEY_RESOURCES,

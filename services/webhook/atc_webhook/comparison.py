@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from atc.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
-from atc.gocompat import join_errors
+from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
+from atc.model.gocompat import join_errors
 
 JSON = dict[str, Any]
 YOKE_ANNOTATIONS = (ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, ANNOTATION_INSTANCE_REF)

@@ -1,7 +1,7 @@
 """Applies the webhook configurations this service serves, for local and test runs (``REGISTER_WEBHOOKS``).
 
 ``Registrar`` server-side applies (field manager ``yoke.cd/atc-webhook``, forced)
-each static ValidatingWebhookConfiguration of ``atc.webhooks`` whose paths the
+each static ValidatingWebhookConfiguration of ``atc.model.webhook_configs`` whose paths the
 app actually serves, so a path nobody serves yet is never registered (with
 failurePolicy Fail it would block every write it matches). It retries until the
 API server accepts them and applies them again when ``refresh`` is called (the
@@ -20,7 +20,7 @@ from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.reflector import RetryBackoff
-from atc.webhooks import VALIDATING_CONFIGS_PATH, WebhookTarget, static_webhook_configs, webhook_paths
+from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, WebhookTarget, static_webhook_configs, webhook_paths
 
 log = logging.getLogger("atc.webhook.registration")
 

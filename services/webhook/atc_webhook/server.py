@@ -3,12 +3,12 @@
 ``serve(settings)`` (called by ``atc_webhook.__main__``):
 1. finds or generates the TLS files (``atc_webhook.tls``) and loads them, failing fast when unusable;
 2. connects to the API server, writes and then follows the docker config Secret when
-   ``DOCKER_CONFIG_SECRET_NAME`` is set (``atc.docker_secret``; failing to read it is fatal), and
+   ``DOCKER_CONFIG_SECRET_NAME`` is set (``atc.service.docker_secret``; failing to read it is fatal), and
    builds the ``WebhookContext`` (caches, Event writer, TLS reloader, and with ``REGISTER_WEBHOOKS``
    the registrar);
 3. serves ``build_app(context)`` with uvicorn over the reloadable ``SSLContext``. The app's lifespan
    runs the caches, the Event writer, the TLS watcher, the registrar and a one-time freeze of the
-   long-lived heap (``atc.heap``, once the caches are synced) in the background, so the
+   long-lived heap (``atc.service.heap``, once the caches are synced) in the background, so the
    port answers (``/readyz`` 503) before the caches are synced;
 4. on SIGTERM or SIGINT stops accepting, lets in-flight requests finish, writes the queued Events
    (both bounded by ``SHUTDOWN_TIMEOUT_SECONDS``) and returns 0. Webhook configurations stay.
@@ -37,13 +37,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from atc.constants import FIELD_MANAGER_ATC
-from atc.docker_secret import docker_config_watch
-from atc.heap import freeze_long_lived
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
-from atc.runtime import flight_defaults, module_cache
-from atc.takeoff import Cluster
+from atc.model.constants import FIELD_MANAGER_ATC
+from atc.release.takeoff import Cluster
+from atc.service.docker_secret import docker_config_watch
+from atc.service.heap import freeze_long_lived
+from atc.service.runtime import flight_defaults, module_cache
 from atc.wasm.engine import FlightEngine
 
 from . import metrics

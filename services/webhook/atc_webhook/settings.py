@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from atc.settings import CommonSettings
+from atc.service.settings import CommonSettings
 
 
 class WebhookSettings(CommonSettings):

@@ -1,4 +1,4 @@
-"""Writes the child-changed Events (``atc.signals``) off the admission path.
+"""Writes the child-changed Events (``atc.k8s.signals``) off the admission path.
 
 ``SignalWriter.submit(change)`` puts the change on a bounded queue and returns
 at once (it waits, at most ``full_wait`` seconds, only when the queue is full;
@@ -17,7 +17,7 @@ import contextlib
 import logging
 
 from atc.k8s.client import KubeClient, KubeError
-from atc.signals import ChildChange, child_changed_event
+from atc.k8s.signals import ChildChange, child_changed_event
 
 from . import metrics
 

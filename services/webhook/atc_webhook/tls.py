@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from atc.clock import Clock, MonotonicClock
+from atc.model.clock import Clock, MonotonicClock
 
 from . import metrics
 from .settings import WebhookSettings

@@ -23,20 +23,20 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from atc.airway_template import airway_crd
-from atc.constants import (
+from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.gateway import LoopGateway
+from atc.model.airway_template import airway_crd
+from atc.model.constants import (
     ANNOTATION_OVERRIDE_FLIGHT,
     ANNOTATION_OVERRIDE_MODE,
     FIELD_MANAGER_APPLY,
 )
-from atc.flight.flight_object import flight_takeoff_request
-from atc.flight.instance_object import ObjectPathError, instance_takeoff_request, load_instance_module
-from atc.flight.invocation import FlightDefaults, converter_invocation, timeout_seconds
-from atc.gocompat import DurationError
-from atc.k8s.client import KubeClient, KubeError
-from atc.k8s.gateway import LoopGateway
-from atc.models import AirwaySpec, FlightSpec
-from atc.takeoff import Cluster, TakeoffError, takeoff
+from atc.model.gocompat import DurationError
+from atc.model.specs import AirwaySpec, FlightSpec
+from atc.release.flight_request import flight_takeoff_request
+from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
+from atc.release.invocation import FlightDefaults, converter_invocation, timeout_seconds
+from atc.release.takeoff import Cluster, TakeoffError, takeoff
 from atc.wasm.cache import LoadedModule, ModuleCache
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc.wasm.runner import FlightError, run_flight_async
@@ -50,7 +50,7 @@ DRY_RUN_FAILED = (
 )
 OVERRIDE_FORBIDDEN = "user does not have permissions to create or update override annotations"
 # How long a dry run waits for its module to compile: the API server gives an instance's webhook
-# 10 s and the Flight webhook 30 s (atc.webhooks), and the dry run itself needs some of that.
+# 10 s and the Flight webhook 30 s (atc.model.webhook_configs), and the dry run itself needs some of that.
 INSTANCE_MODULE_WAIT_SECONDS = 7.0
 FLIGHT_MODULE_WAIT_SECONDS = 25.0
 

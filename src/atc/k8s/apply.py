@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atc.constants import FIELD_MANAGER_APPLY
-from atc.gocompat import join_errors
+from atc.model.constants import FIELD_MANAGER_APPLY
+from atc.model.gocompat import join_errors
 
 from .client import KubeClient, KubeError
 from .discovery import NoMatchError, RestMapper, RestMapping

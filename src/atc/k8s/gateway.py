@@ -1,7 +1,7 @@
 """Blocking cluster reads for flight host functions, served by the asyncio client.
 
 Flights run on worker threads while the Kubernetes client lives on the event
-loop. ``LoopGateway`` implements ``atc.wasm.access.ClusterGateway`` by
+loop. ``LoopGateway`` implements ``atc.k8s.access.ClusterGateway`` by
 submitting each read to the loop and waiting, with a timeout, on the worker
 thread. A REST-mapping miss refreshes discovery (rate-limited by the mapper),
 so kinds from CRDs created after the last refresh are found. Created by
@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from atc.wasm.access import GatewayError
+from atc.k8s.access import GatewayError
 
 from .client import KubeClient, KubeError
 from .discovery import RestMapper, RestMapping

@@ -27,10 +27,10 @@ from typing import Any
 
 from lupa import lua54  # type: ignore[import-untyped]
 
-from atc.conditions import meets_conditions, object_generation
-from atc.constants import API_VERSION
 from atc.k8s.client import KubeClient
 from atc.k8s.refs import ApiVersionError, split_api_version
+from atc.model.conditions import meets_conditions, object_generation
+from atc.model.constants import API_VERSION
 
 LABEL_READINESS = "resource.yoke.cd/readiness"
 READINESS_CONDITIONS = "conditions"

@@ -24,8 +24,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
-from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.clock import Clock, MonotonicClock
 
 log = logging.getLogger("atc.reflector")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from atc.constants import (
+from atc.model.constants import (
     ANNOTATION_RELEASE,
     ANNOTATION_RELEASE_NAMESPACE,
     LABEL_DEPRECATED_RELEASE,

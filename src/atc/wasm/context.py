@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from wasmtime import Store
 
-from .access import ClusterAccess
+from atc.k8s.access import ClusterAccess
 
 
 @dataclass

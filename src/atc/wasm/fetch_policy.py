@@ -12,7 +12,7 @@ service call an address only it can reach (a cloud metadata endpoint, an admin p
 
 The network rule is enforced where the socket is made (``socket_factory``, given to every
 aiohttp connector the fetchers open), so it holds for names that resolve to several addresses,
-for IP literals and for every redirect. Built from the settings by ``atc.runtime``; used by
+for IP literals and for every redirect. Built from the settings by ``atc.service.runtime``; used by
 ``atc.wasm.sources`` and ``atc.wasm.oci`` through ``atc.wasm.transfer.open_session``.
 """
 

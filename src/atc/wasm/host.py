@@ -1,7 +1,7 @@
 """yoke's host ABI on the wire: ``host.k8s_lookup`` and ``host.k8s_rest_mapping`` (spec 10.2-10.4).
 
 Each import reads its packed string arguments from guest memory, asks
-``atc.wasm.access`` for the answer under the calling invocation's access
+``atc.k8s.access`` for the answer under the calling invocation's access
 rules, copies the answer into a buffer from the guest's exported ``malloc``
 and, on failure, writes the state code at the guest's state pointer. A guest
 that passes bad pointers or exports no ``malloc`` is aborted (the invocation
@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from wasmtime import Caller
 
-from .access import ClusterAccess, HostAnswer, State, answer_lookup, answer_rest_mapping
+from atc.k8s.access import ClusterAccess, HostAnswer, State, answer_lookup, answer_rest_mapping
+
 from .context import current_invocation
 from .guest import GuestMemory, GuestMemoryError
 

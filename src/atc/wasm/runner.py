@@ -29,9 +29,9 @@ from typing import Any
 from wasmtime import ExitTrap, Func, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime import _bindings as wasmtime_ffi
 
-from atc.gocompat import seconds_to_duration_text
+from atc.k8s.access import ClusterAccess, LookupTracker
+from atc.model.gocompat import seconds_to_duration_text
 
-from .access import ClusterAccess, LookupTracker
 from .context import InvocationContext, set_current_invocation
 from .engine import FlightEngine, PreparedModule
 

@@ -1,7 +1,7 @@
 """Module signatures, yoke's scheme: verification keys and the check of a signed module.
 
 ``load_verification_keys(path)`` reads ``MODULE_VERIFICATION_KEYS_PATH`` (a JSON array of PEM keys)
-at start-up, through ``atc.settings.load_module_verification_keys``; ``verify_module(keys, wasm)`` is
+at start-up, through ``atc.service.settings.load_module_verification_keys``; ``verify_module(keys, wasm)`` is
 called by the module cache (``atc.wasm.cache``) before a module is compiled or served. The scheme,
 the precedence of the allow-list and the error strings are in docs/flight-runtime.md, "Module
 signatures":

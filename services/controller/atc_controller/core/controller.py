@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeError
+from atc.model.clock import Clock, MonotonicClock
 from atc_controller import metrics
 
 from .results import RequeueAfterError, Result, TerminalError

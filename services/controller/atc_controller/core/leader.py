@@ -24,8 +24,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from atc.clock import Clock, MonotonicClock
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.clock import Clock, MonotonicClock
 from atc_controller import metrics
 
 log = logging.getLogger("atc.controller.leader")

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from atc.clock import Clock, MonotonicClock
+from atc.model.clock import Clock, MonotonicClock
 from atc_controller import metrics
 
 MAX_BACKOFF_SECONDS = 900.0

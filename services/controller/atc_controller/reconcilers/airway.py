@@ -26,7 +26,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from atc.airway_template import (
+from atc.k8s.client import KubeError
+from atc.k8s.crds import AIRWAYS_PATH
+from atc.k8s.crds import CRD_PATH as CRDS_PATH
+from atc.k8s.discovery import NoMatchError, RestMapping
+from atc.k8s.events import NORMAL, WARNING
+from atc.k8s.reflector import Reflector, changed_beyond_status
+from atc.k8s.refs import owner_of
+from atc.model.airway_template import (
     InvalidAirwayError,
     airway_crd,
     conversion_path,
@@ -34,17 +41,10 @@ from atc.airway_template import (
     mutate_template,
     storage_version,
 )
-from atc.constants import FIELD_MANAGER_APPLY, FIELD_MANAGER_ATC, FINALIZER_AIRWAY
-from atc.crds import AIRWAYS_PATH
-from atc.crds import CRD_PATH as CRDS_PATH
-from atc.k8s.client import KubeError
-from atc.k8s.discovery import NoMatchError, RestMapping
-from atc.k8s.events import NORMAL, WARNING
-from atc.k8s.reflector import Reflector, changed_beyond_status
-from atc.k8s.refs import owner_of
-from atc.models import AirwaySpec
+from atc.model.constants import FIELD_MANAGER_APPLY, FIELD_MANAGER_ATC, FINALIZER_AIRWAY
+from atc.model.specs import AirwaySpec
+from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, instance_webhook_config, webhook_client_config
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
-from atc.webhooks import VALIDATING_CONFIGS_PATH, instance_webhook_config, webhook_client_config
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import Result, TerminalError
 

@@ -15,10 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from atc.constants import FINALIZER_INSTANCE
-from atc.flight.flight_object import flight_release, flight_takeoff_request
-from atc.flight.invocation import timeout_seconds
-from atc.gocompat import DurationError
 from atc.k8s.apply import mapping_for, object_path
 from atc.k8s.client import KubeError
 from atc.k8s.discovery import NoMatchError
@@ -26,9 +22,13 @@ from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
 from atc.k8s.reflector import Reflector
 from atc.k8s.refs import resource_ref, split_api_version
-from atc.models import FlightSpec
-from atc.prune import PruneOptions, mayday
-from atc.takeoff import TakeoffError, TakeoffResult, takeoff
+from atc.model.constants import FINALIZER_INSTANCE
+from atc.model.gocompat import DurationError
+from atc.model.specs import FlightSpec
+from atc.release.flight_request import flight_release, flight_takeoff_request
+from atc.release.invocation import timeout_seconds
+from atc.release.prune import PruneOptions, mayday
+from atc.release.takeoff import TakeoffError, TakeoffResult, takeoff
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError

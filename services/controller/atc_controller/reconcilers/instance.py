@@ -6,7 +6,7 @@ custom resource of an Airway's CRD it:
 1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway;
 2. on deletion, tears the release down (``_delete``);
 3. feeds the object (or the value at ``objectPath``) to the flight and runs
-   the takeoff pipeline (``atc.takeoff``): children applied stage by stage,
+   the takeoff pipeline (``atc.release.takeoff``): children applied stage by stage,
    unchanged children not sent again, a revision written when anything changed;
 4. checks the children's readiness, takes over the ``status`` the flight set on
    the parent, and sets the ``Ready`` condition (``InProgress`` while children
@@ -28,25 +28,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from atc.conditions import find_condition, set_status_condition
-from atc.constants import (
-    ANNOTATION_OVERRIDE_MODE,
-    API_VERSION,
-    FINALIZER_INSTANCE,
-)
-from atc.flight.instance_object import ObjectPathError, instance_takeoff_request, load_instance_module
-from atc.gocompat import DurationError
+from atc.k8s.access import LookupTracker
 from atc.k8s.apply import ApplyError, apply_stage, mapping_for, object_path
 from atc.k8s.client import MERGE_PATCH, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, parse_ref, resource_ref
-from atc.models import MODES, AirwaySpec, Mode
-from atc.prune import PruneOptions, mayday
-from atc.releases import release_name
-from atc.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
-from atc.wasm.access import LookupTracker
+from atc.model.conditions import find_condition, set_status_condition
+from atc.model.constants import (
+    ANNOTATION_OVERRIDE_MODE,
+    API_VERSION,
+    FINALIZER_INSTANCE,
+)
+from atc.model.gocompat import DurationError
+from atc.model.specs import MODES, AirwaySpec, Mode
+from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
+from atc.release.prune import PruneOptions, mayday
+from atc.release.revisions import release_name
+from atc.release.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller import metrics
 from atc_controller.children import ChildChange

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from atc.conditions import make_condition, set_status_condition
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.conditions import make_condition, set_status_condition
 
 log = logging.getLogger("atc.controller.status")
 Object = dict[str, Any]

@@ -17,8 +17,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from atc.webhooks import AIRWAYS_PATH as AIRWAY_PATH
-from atc.webhooks import FLIGHTS_PATH as FLIGHT_PATH
+from atc.model.webhook_configs import AIRWAYS_PATH as AIRWAY_PATH
+from atc.model.webhook_configs import FLIGHTS_PATH as FLIGHT_PATH
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, answer
 from atc_webhook.context import WebhookContext, context_of
 from atc_webhook.validation import FlightServices, check_airway, check_flight, check_instance, convert

@@ -13,7 +13,7 @@
      something the desired object of the active revision sets is denied BadRequest
      ``cannot modify flight sub-resources`` (server defaults, status and additions pass);
    - ``dynamic`` / ``subscription``: allowed, and unless it is a dry run a child-changed Event is
-     queued (``atc.signals``; the controller decides what a subscription follows);
+     queued (``atc.k8s.signals``; the controller decides what a subscription follows);
    - ``standard``: allowed.
 Everything is answered from memory (``atc_webhook.caches``); right after a start a request waits up to
 ``CACHE_SYNC_WAIT_SECONDS`` for the caches, then fails with HTTP 503.
@@ -28,10 +28,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from atc.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
 from atc.k8s.refs import resource_ref
-from atc.signals import ChildChange
-from atc.webhooks import RESOURCES_PATH
+from atc.k8s.signals import ChildChange
+from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
+from atc.model.webhook_configs import RESOURCES_PATH
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, allow, answer, deny
 from atc_webhook.caches import InstanceInfo
 from atc_webhook.comparison import (

@@ -24,8 +24,8 @@ import base64
 from pathlib import Path
 from typing import Any, Protocol
 
-from atc.airway_template import storage_version
-from atc.constants import API_GROUP, API_VERSION, LABEL_MANAGED_BY, MANAGED_BY_ATC
+from atc.model.airway_template import storage_version
+from atc.model.constants import API_GROUP, API_VERSION, LABEL_MANAGED_BY, MANAGED_BY_ATC
 
 JSON = dict[str, Any]
 

@@ -26,7 +26,7 @@ import copy
 import json
 from typing import Any
 
-from atc.constants import API_VERSION
+from atc.model.constants import API_VERSION
 
 JSON = dict[str, Any]
 
@@ -176,7 +176,7 @@ def conversion_path(airway_name: str) -> str:
 
 def conversion_webhook(client_config: JSON) -> JSON:
     """The CRD ``conversion`` stanza sending conversions to the webhook at ``client_config``
-    (built with ``atc.webhooks.webhook_client_config`` for ``conversion_path(airway)``)."""
+    (built with ``atc.model.webhook_configs.webhook_client_config`` for ``conversion_path(airway)``)."""
     return {"strategy": "Webhook", "webhook": {"clientConfig": client_config, "conversionReviewVersions": ["v1"]}}
 
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.reflector import EventType, Reflector
-from atc.settings import CommonSettings
+from atc.service.settings import CommonSettings
 from atc.wasm.dockerconfig import default_docker_config_path
 
-log = logging.getLogger("atc.docker_secret")
+log = logging.getLogger("atc.service.docker_secret")
 
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 MAX_DOCKER_CONFIG_BYTES = 1 << 20

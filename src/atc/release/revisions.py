@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from atc.constants import API_GROUP, FIELD_MANAGER_APPLY
-from atc.gocompat import go_json, join_errors
 from atc.k8s.client import JSON_PATCH, MERGE_PATCH, KubeClient, KubeError
+from atc.model.constants import API_GROUP, FIELD_MANAGER_APPLY
+from atc.model.gocompat import go_json, join_errors
 
 LABEL_KIND = "internal.yoke/kind"
 LABEL_RELEASE = "internal.yoke/release"

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from atc.constants import DEFAULT_YOKE_VERSION
+from atc.model.constants import DEFAULT_YOKE_VERSION
 from atc.wasm.fetch_policy import parse_networks
 from atc.wasm.signatures import KeyFileError, VerificationKeys, load_verification_keys
 

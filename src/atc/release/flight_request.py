@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from atc.constants import MANAGED_BY_ATC
-from atc.flight.instance_object import allows_privileged
-from atc.flight.invocation import FlightDefaults
-from atc.models import FlightSpec
-from atc.prune import PruneOptions
-from atc.releases import flight_release_prefix
-from atc.takeoff import TakeoffRequest
-from atc.wasm.access import ClusterAccess, ClusterGateway
+from atc.k8s.access import ClusterAccess, ClusterGateway
+from atc.model.constants import MANAGED_BY_ATC
+from atc.model.specs import FlightSpec
+from atc.release.instance_request import allows_privileged
+from atc.release.invocation import FlightDefaults
+from atc.release.prune import PruneOptions
+from atc.release.revisions import flight_release_prefix
+from atc.release.takeoff import TakeoffRequest
 from atc.wasm.cache import LoadedModule
 
 Object = dict[str, Any]

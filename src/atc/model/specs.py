@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from atc.gocompat import parse_duration
+from atc.model.gocompat import parse_duration
 
 Mode = Literal["standard", "static", "dynamic", "subscription"]
 MODES: tuple[Mode, ...] = ("standard", "static", "dynamic", "subscription")

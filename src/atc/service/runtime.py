@@ -16,9 +16,9 @@ from pathlib import Path
 
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from atc.docker_secret import DockerConfigSecretError, docker_config_file
-from atc.flight.invocation import FlightDefaults
-from atc.settings import CommonSettings, SettingsError, load_module_verification_keys
+from atc.release.invocation import FlightDefaults
+from atc.service.docker_secret import DockerConfigSecretError, docker_config_file
+from atc.service.settings import CommonSettings, SettingsError, load_module_verification_keys
 from atc.wasm.cache import ModuleCache
 from atc.wasm.engine import FlightEngine
 from atc.wasm.fetch_policy import FetchPolicy

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 
-log = logging.getLogger("atc.heap")
+log = logging.getLogger("atc.service.heap")
 
 
 def freeze_long_lived() -> int:

@@ -6,7 +6,7 @@ metadata on every child, enforces the namespace rules, then applies stage by
 stage with readiness waits between stages, records a revision Secret in
 yoke's format, prunes what disappeared and caps the history.
 
-The order makes a crash at any step (``atc.crashpoints``) harmless to the next
+The order makes a crash at any step (``atc.release.crashpoints``) harmless to the next
 run: the revision is written first, marked pending; then the resources are
 applied and what the previous revision (and any pending one a crash left)
 had beyond them is pruned; then the revision is activated and the history
@@ -43,18 +43,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atc.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
-from atc.crashpoints import crash_point
-from atc.flight.invocation import flight_invocation
-from atc.flight.output import OutputError, Stages, parse_stages
-from atc.gocompat import join_errors
+from atc.k8s.access import ClusterAccess, LookupTracker
 from atc.k8s.apply import ApplyError, ApplyOptions, apply_all, apply_stage, mapping_for, object_path
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapper
 from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, object_group_kind, release_identity, resource_ref, split_api_version
-from atc.prune import PruneOptions, prune_release_diff
-from atc.releases import (
+from atc.model.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
+from atc.model.gocompat import join_errors
+from atc.release.crashpoints import crash_point
+from atc.release.invocation import flight_invocation
+from atc.release.prune import PruneOptions, prune_release_diff
+from atc.release.revisions import (
     Release,
     ReleaseError,
     Revision,
@@ -67,7 +67,7 @@ from atc.releases import (
     pinning_error,
     read_stages,
 )
-from atc.wasm.access import ClusterAccess, LookupTracker
+from atc.release.stages import OutputError, Stages, parse_stages
 from atc.wasm.cache import LoadedModule
 from atc.wasm.engine import FlightEngine
 from atc.wasm.runner import DEFAULT_STDOUT_LIMIT, FlightError, run_flight_async

@@ -15,15 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from atc.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_OVERRIDE_FLIGHT, MANAGED_BY_ATC
-from atc.flight.invocation import FlightDefaults, timeout_seconds
-from atc.gocompat import go_json
+from atc.k8s.access import ClusterAccess, ClusterGateway, LookupTracker
 from atc.k8s.refs import resource_ref, split_api_version
-from atc.models import AirwaySpec
-from atc.prune import PruneOptions
-from atc.releases import release_name
-from atc.takeoff import TakeoffRequest
-from atc.wasm.access import ClusterAccess, ClusterGateway, LookupTracker
+from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_OVERRIDE_FLIGHT, MANAGED_BY_ATC
+from atc.model.gocompat import go_json
+from atc.model.specs import AirwaySpec
+from atc.release.invocation import FlightDefaults, timeout_seconds
+from atc.release.prune import PruneOptions
+from atc.release.revisions import release_name
+from atc.release.takeoff import TakeoffRequest
 from atc.wasm.cache import LoadedModule, ModuleCache
 
 Object = dict[str, Any]

@@ -18,9 +18,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from atc.conditions import meets_conditions
-from atc.constants import API_GROUP, FIELD_MANAGER_APPLY
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.conditions import meets_conditions
+from atc.model.constants import API_GROUP, FIELD_MANAGER_APPLY
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -37,7 +37,7 @@ class CrdInstallError(RuntimeError):
 
 @cache
 def _golden(name: str) -> JSON:
-    text = resources.files("atc").joinpath("schemas", name).read_text(encoding="utf-8")
+    text = resources.files("atc.k8s").joinpath("schemas", name).read_text(encoding="utf-8")
     schema: JSON = json.loads(text)
     return schema
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from atc.constants import DEFAULT_YOKE_VERSION
-from atc.gocompat import parse_duration
-from atc.wasm.access import ClusterAccess
+from atc.k8s.access import ClusterAccess
+from atc.model.constants import DEFAULT_YOKE_VERSION
+from atc.model.gocompat import parse_duration
 from atc.wasm.runner import DEFAULT_STDOUT_LIMIT, DEFAULT_TIMEOUT_SECONDS, Invocation
 
 DEFAULT_MEMORY_MIB = 256
