@@ -30,10 +30,10 @@ from support import ServiceProcess, eventually
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.model.types import Object
 from devcluster.cluster import free_port
 from devcluster.pki import CertificateAuthority
 
-Object = dict[str, Any]
 SCHEMA = {
     "openAPIV3Schema": {
         "type": "object",

@@ -17,9 +17,9 @@ from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.model.types import Object
 from atc.release.revisions import encode_stages, sha1_hex
 
-JSON = dict[str, Any]
 SECRETS = "/api/v1/secrets"
 
 
@@ -28,22 +28,22 @@ class FakeKube(KubeClient):
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
-        self.collections: dict[str, list[JSON]] = {AIRWAYS: [], SECRETS: []}
-        self.streams: defaultdict[str, asyncio.Queue[JSON]] = defaultdict(asyncio.Queue)
-        self.posted: list[tuple[str, JSON]] = []
-        self.applied: list[tuple[str, JSON, str, bool]] = []
+        self.collections: dict[str, list[Object]] = {AIRWAYS: [], SECRETS: []}
+        self.streams: defaultdict[str, asyncio.Queue[Object]] = defaultdict(asyncio.Queue)
+        self.posted: list[tuple[str, Object]] = []
+        self.applied: list[tuple[str, Object, str, bool]] = []
         self.post_failures: list[KubeError] = []
         self.accepts: dict[str, str] = {}
         self.forbidden: set[str] = set()  # paths answered 403, like a collection outside the RBAC
 
-    def _list(self, path: str) -> JSON:
+    def _list(self, path: str) -> Object:
         if path in self.forbidden:
             raise KubeError(403, "forbidden")
         if path not in self.collections:
             raise KubeError(404, "404 page not found")
         return {"metadata": {"resourceVersion": "1"}, "items": copy.deepcopy(self.collections[path])}
 
-    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> Object:
         self.requests["GET", path] += 1
         return self._list(path)
 
@@ -57,7 +57,7 @@ class FakeKube(KubeClient):
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float = 30.0,
-    ) -> JSON:
+    ) -> Object:
         self.requests[method, path] += 1
         if method == "GET":
             self.accepts[path] = accept
@@ -65,12 +65,12 @@ class FakeKube(KubeClient):
         if self.post_failures:
             raise self.post_failures.pop(0)
         self.posted.append((path, body))
-        answer: JSON = body
+        answer: Object = body
         return answer
 
     async def apply(
-        self, path: str, body: JSON, *, field_manager: str, force: bool = False, dry_run: bool = False
-    ) -> JSON:
+        self, path: str, body: Object, *, field_manager: str, force: bool = False, dry_run: bool = False
+    ) -> Object:
         self.applied.append((path, body, field_manager, force))
         return body
 
@@ -81,16 +81,16 @@ class FakeKube(KubeClient):
         query: Mapping[str, str] | None = None,
         timeout_seconds: int = 300,
         accept: str = "application/json",
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[Object]:
         stream = self.streams[path]
         while True:
             yield await stream.get()
 
-    def emit(self, path: str, event_type: str, obj: JSON) -> None:
+    def emit(self, path: str, event_type: str, obj: Object) -> None:
         self.streams[path].put_nowait({"type": event_type, "object": obj})
 
 
-def airway(group: str = "examples.com", mode: str = "static", *, version: str = "v1", name: str = "") -> JSON:
+def airway(group: str = "examples.com", mode: str = "static", *, version: str = "v1", name: str = "") -> Object:
     return {
         "apiVersion": "yoke.cd/v1alpha1",
         "kind": "Airway",
@@ -107,7 +107,7 @@ def airway(group: str = "examples.com", mode: str = "static", *, version: str = 
     }
 
 
-def instance_metadata(name: str, namespace: str, annotations: dict[str, str] | None = None) -> JSON:
+def instance_metadata(name: str, namespace: str, annotations: dict[str, str] | None = None) -> Object:
     return {
         "apiVersion": "meta.k8s.io/v1",
         "kind": "PartialObjectMetadata",
@@ -122,8 +122,8 @@ def instance_metadata(name: str, namespace: str, annotations: dict[str, str] | N
 
 
 def revision_secret(
-    name: str, namespace: str, release: str, stages: list[list[JSON]], *, active_at: str, version: str = "1"
-) -> JSON:
+    name: str, namespace: str, release: str, stages: list[list[Object]], *, active_at: str, version: str = "1"
+) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import secrets
-from typing import Any
 
 from harness import SCHEMA, AirwayRef
 
@@ -31,9 +30,8 @@ from atc.model.constants import (
     LABEL_MANAGED_BY,
     MANAGED_BY_ATC,
 )
+from atc.model.types import Object
 from atc.release.revisions import create_revision, release_name
-
-Object = dict[str, Any]
 
 
 def object_path(obj: Object) -> str:

@@ -15,15 +15,14 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import helmcli
 import yaml
 
 from atc.k8s.client import KubeClient
+from atc.model.types import Object
 from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, static_webhook_configs
 
-Object = dict[str, Any]
 CHART = Path(__file__).resolve().parents[1] / "charts" / "atc"
 RBAC_PREFIX = "/apis/rbac.authorization.k8s.io/v1"
 # kind -> (API prefix, plural, namespaced) of the identity objects the chart renders

@@ -40,6 +40,7 @@ from deployed import ChartIdentities, WebhookTarget, install_chart_identities, r
 from support import ServiceProcess, start_service
 
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.types import Object
 from devcluster.cluster import free_port
 
 NAMESPACE = "atc"
@@ -49,8 +50,6 @@ DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/atc-atc"
 POLL_SECONDS = 0.5
 READY_TIMEOUT = 120.0
 HERE = Path(__file__).resolve().parent
-
-Object = dict[str, Any]
 
 
 def stand_in_deployment(replicas: int) -> Object:

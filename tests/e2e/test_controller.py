@@ -17,10 +17,10 @@ import pytest
 from harness import AirwayRef, Harness, condition
 
 from atc.k8s.client import KubeError
+from atc.model.types import Object
 from atc.wasm.checksum import sha1_hex
 
 pytestmark = pytest.mark.cluster
-Object = dict[str, Any]
 
 
 async def ready_airway(harness: Harness, flight: str, **spec: Any) -> AirwayRef:

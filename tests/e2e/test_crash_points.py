@@ -26,7 +26,6 @@ from atc.release.crashpoints import CRASH_POINTS
 from atc.release.revisions import ANNOTATION_PENDING
 
 pytestmark = pytest.mark.cluster
-Object = dict[str, Any]
 HISTORY_CAP = 2
 
 

@@ -20,9 +20,9 @@ from harness import AirwayRef, Harness
 from support import eventually
 
 from atc.k8s.client import KubeError
+from atc.model.types import Object
 
 pytestmark = pytest.mark.cluster
-Object = dict[str, Any]
 MERGE = "application/merge-patch+json"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -23,9 +22,9 @@ from harness import Harness
 from support import open_crd_spec
 
 from atc.k8s.client import KubeError
+from atc.model.types import Object
 
 pytestmark = pytest.mark.cluster
-Object = dict[str, Any]
 SECRET = "hunter2-token-from-the-service-account"
 STRICT = {"MODULE_ALLOW_LOCAL_FILES": "false", "MODULE_FETCH_ALLOWED_NETWORKS": ""}  # the services' defaults
 OPT_IN = {"atc.yoke.cd/allow-cluster-resources": "true"}

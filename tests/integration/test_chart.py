@@ -18,7 +18,6 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import helmcli
 import pytest
@@ -27,11 +26,11 @@ from harness import Harness
 from support import eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
+from atc.model.types import Object
 from atc.model.webhook_configs import static_webhook_configs
 
 pytestmark = pytest.mark.cluster
 
-Object = dict[str, Any]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "atc"
 TLS_MODES: dict[str, list[str]] = {
     "selfSigned": [],

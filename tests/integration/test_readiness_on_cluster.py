@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from support import eventually, open_crd_spec
 
-from atc.k8s.client import JSON, KubeClient
+from atc.k8s.client import KubeClient
 from atc.k8s.crds import CRD_PATH, wait_established
 from atc.k8s.readiness import READINESS_SELECTOR, CustomReadiness, is_ready
+from atc.model.types import Object
 
 pytestmark = pytest.mark.cluster
 
@@ -22,14 +23,14 @@ async def api(kubeconfig: Path) -> AsyncIterator[KubeClient]:
         yield kube
 
 
-def pod_template(labels: dict[str, str], restart: str = "Always") -> JSON:
+def pod_template(labels: dict[str, str], restart: str = "Always") -> Object:
     return {
         "metadata": {"labels": labels},
         "spec": {"restartPolicy": restart, "containers": [{"name": "main", "image": "busybox"}]},
     }
 
 
-async def create(api: KubeClient, path: str, body: JSON) -> JSON:
+async def create(api: KubeClient, path: str, body: Object) -> Object:
     return await api.request("POST", path, body=body)
 
 
@@ -78,8 +79,8 @@ async def test_job_becomes_ready_when_complete(api: KubeClient, namespace: str) 
 
 
 async def test_service_is_ready_once_it_has_an_endpointslice(api: KubeClient, namespace: str) -> None:
-    def service(name: str, selector: dict[str, str] | None) -> JSON:
-        spec: JSON = {"ports": [{"port": 80}]}
+    def service(name: str, selector: dict[str, str] | None) -> Object:
+        spec: Object = {"ports": [{"port": 80}]}
         if selector:
             spec["selector"] = selector
         return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}

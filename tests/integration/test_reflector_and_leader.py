@@ -25,12 +25,12 @@ from support import eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient
 from atc.k8s.reflector import EventType, Reflector
+from atc.model.types import Object
 from atc_controller.core.leader import LeaderElector, LeadershipLostError, micro_time
 from atc_controller.metrics import REGISTRY
 
 pytestmark = pytest.mark.cluster
 
-JSON = dict[str, Any]
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 3.0, 2.0, 0.5
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -44,7 +44,7 @@ async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
 # --- reflector ------------------------------------------------------------------------------------------------------
 
 
-def configmap(namespace: str, name: str, value: str) -> JSON:
+def configmap(namespace: str, name: str, value: str) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -60,7 +60,7 @@ async def test_the_reflector_follows_real_configmaps(kube_client: KubeClient, na
     await kube_client.request("POST", collection, body=unlabelled)
     seen: list[tuple[EventType, str, str, str | None]] = []
 
-    def record(event_type: EventType, obj: JSON, old: JSON | None) -> None:
+    def record(event_type: EventType, obj: Object, old: Object | None) -> None:
         old_value = old["data"]["value"] if old else None
         seen.append((event_type, obj["metadata"]["name"], obj["data"]["value"], old_value))
 
@@ -163,7 +163,7 @@ def lease_path(namespace: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/atc-leader"
 
 
-async def read_lease(kube: KubeClient, namespace: str) -> JSON:
+async def read_lease(kube: KubeClient, namespace: str) -> Object:
     return await kube.get(lease_path(namespace))
 
 

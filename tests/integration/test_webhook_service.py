@@ -33,12 +33,12 @@ from webhook_objects import (
 )
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
+from atc.model.types import Object
 from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH as CONFIGS
 from devcluster.cluster import free_port
 
 pytestmark = pytest.mark.cluster
 
-Object = dict[str, Any]
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 STATIC_CONFIGS = ("atc-airway", "atc-flight", "atc-resources")
 DENIED = 'admission webhook "resources.yoke.cd" denied the request: '

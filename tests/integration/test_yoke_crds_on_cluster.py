@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from atc.k8s.client import JSON, KubeClient, KubeError
+from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.crds import CRD_PATH, airway_schema, flight_schema, install_yoke_crds, wait_established, yoke_crds
 from atc.k8s.readiness import is_ready
 from atc.model.airway_template import airway_crd, mutate_template
+from atc.model.types import Object
 
 pytestmark = pytest.mark.cluster
 
@@ -24,7 +25,7 @@ async def api(kubeconfig: Path) -> AsyncIterator[KubeClient]:
         yield kube
 
 
-def backend_template(group: str) -> JSON:
+def backend_template(group: str) -> Object:
     """The template of yoke's Backend example: spec.image/replicas, a user status with a phase."""
     return {
         "group": group,
@@ -60,8 +61,8 @@ def backend_template(group: str) -> JSON:
     }
 
 
-def airway(group: str, *, with_template: bool = True) -> JSON:
-    spec: JSON = {
+def airway(group: str, *, with_template: bool = True) -> Object:
+    spec: Object = {
         "wasmUrls": {"flight": "https://github.com/yokecd/examples/releases/download/latest/atc_backend_v1.wasm.gz"},
         "mode": "dynamic",
         "clusterAccess": True,

@@ -20,14 +20,13 @@ from atc.model.airway_template import (
     schema_mismatch,
     storage_version,
 )
+from atc.model.types import Object
 from atc.model.webhook_configs import webhook_client_config
-
-JSON = dict[str, Any]
 
 STATUS_WITH_CONDITIONS = {"type": "object", "properties": {"conditions": conditions_schema()}}
 
 
-def template(*versions: JSON) -> JSON:
+def template(*versions: Object) -> Object:
     return {
         "group": "examples.com",
         "names": {"kind": "Backend", "plural": "backends", "singular": "backend"},
@@ -36,16 +35,16 @@ def template(*versions: JSON) -> JSON:
     }
 
 
-def version(name: str = "v1", storage: bool = True, **extra: Any) -> JSON:
+def version(name: str = "v1", storage: bool = True, **extra: Any) -> Object:
     return {"name": name, "served": True, "storage": storage, **extra}
 
 
-def spec_schema(**properties: Any) -> JSON:
+def spec_schema(**properties: Any) -> Object:
     return {"schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object"}, **properties}}}}
 
 
-def mutated_version(**extra: Any) -> JSON:
-    versions: list[JSON] = mutate_template(template(version(**extra)))["versions"]
+def mutated_version(**extra: Any) -> Object:
+    versions: list[Object] = mutate_template(template(version(**extra)))["versions"]
     return versions[0]
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from atc.k8s.discovery import RestMapping
 from atc.model.constants import ANNOTATION_INSTANCE_REF
+from atc.model.types import Object
 from atc_controller.children import child_change
 from atc_controller.children import slim as slim_with
 
@@ -16,7 +15,6 @@ def slim(obj: Object) -> Object:
     return slim_with(obj, DEPLOYMENTS)
 
 
-Object = dict[str, Any]
 REF = "team/Backend.examples.com:c4ts"
 
 

@@ -18,6 +18,7 @@ import pytest
 from atc.k8s.access import LookupTracker
 from atc.model.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
 from atc.model.specs import AirwaySpec
+from atc.model.types import Object
 from atc.release import instance_request as instance_object
 from atc.release.instance_request import ObjectPathError, ParentMatcher, instance_takeoff_request, value_at
 from atc.release.invocation import FlightDefaults
@@ -26,7 +27,6 @@ from atc_controller.reconcilers import instance as reconciler_module
 from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
 from atc_webhook import validation
 
-Object = dict[str, Any]
 MODULE = cast(Any, SimpleNamespace(url="oci://registry/flight", sha256="ab", sha1="cd"))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from atc.k8s.client import JSON, KubeClient, KubeError
+from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.readiness import (
     READINESS_SELECTOR,
     ConditionsRule,
@@ -18,25 +18,26 @@ from atc.k8s.readiness import (
     is_ready,
     parse_group_kind,
 )
+from atc.model.types import Object
 
 
 class FakeKube(KubeClient):
     """Answers the EndpointSlice LIST of the Service rule from a list of slices."""
 
-    def __init__(self, slices: list[JSON] | None = None, error: KubeError | None = None) -> None:
+    def __init__(self, slices: list[Object] | None = None, error: KubeError | None = None) -> None:
         self.slices = slices or []
         self.error = error
         self.calls: list[tuple[str, dict[str, str]]] = []
 
-    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> Object:
         self.calls.append((path, dict(query or {})))
         if self.error:
             raise self.error
         return {"kind": "EndpointSliceList", "items": self.slices}
 
 
-def obj(api_version: str, kind: str, status: Any = None, generation: int = 1, **metadata: Any) -> JSON:
-    result: JSON = {
+def obj(api_version: str, kind: str, status: Any = None, generation: int = 1, **metadata: Any) -> Object:
+    result: Object = {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {"name": "x", "namespace": "ns", "generation": generation, **metadata},
@@ -46,11 +47,11 @@ def obj(api_version: str, kind: str, status: Any = None, generation: int = 1, **
     return result
 
 
-def conds(*pairs: tuple[str, str]) -> list[JSON]:
+def conds(*pairs: tuple[str, str]) -> list[Object]:
     return [{"type": kind, "status": status} for kind, status in pairs]
 
 
-async def ready(live: JSON, custom: CustomReadiness | None = None, kube: FakeKube | None = None) -> bool:
+async def ready(live: Object, custom: CustomReadiness | None = None, kube: FakeKube | None = None) -> bool:
     return await is_ready(kube or FakeKube(), live, custom)
 
 
@@ -85,8 +86,8 @@ async def test_service_lookup_errors_propagate() -> None:
         await ready(obj("v1", "Service"), kube=FakeKube(error=KubeError(403, "forbidden")))
 
 
-def deployment_status(**overrides: Any) -> JSON:
-    status: JSON = {
+def deployment_status(**overrides: Any) -> Object:
+    status: Object = {
         "observedGeneration": 2,
         "replicas": 2,
         "availableReplicas": 2,
@@ -108,7 +109,7 @@ def deployment_status(**overrides: Any) -> JSON:
         ({"observedGeneration": 2, "conditions": conds(("Available", "True"))}, True),  # missing numbers are 0
     ],
 )
-async def test_deployment(status: JSON, expected: bool) -> None:
+async def test_deployment(status: Object, expected: bool) -> None:
     assert await ready(obj("apps/v1", "Deployment", status, generation=2)) is expected
 
 
@@ -179,7 +180,7 @@ async def test_other_owners_and_unknown_kinds_are_ready() -> None:
     assert await ready(obj("apps/v1", "ControllerRevision"))
 
 
-def configmap(label: str, data: dict[str, str], name: str = "rules") -> JSON:
+def configmap(label: str, data: dict[str, str], name: str = "rules") -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import pytest
 from fakes import FakeClock, settle
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.reflector import EventType, Reflector, RetryBackoff, changed_beyond_status
+from atc.model.types import Object
 
-JSON = dict[str, Any]
 PATH = "/api/v1/namespaces/ns/configmaps"
 END_OF_STREAM = object()
 
 
-def configmap(name: str, version: str, data: str = "", namespace: str = "ns") -> JSON:
+def configmap(name: str, version: str, data: str = "", namespace: str = "ns") -> Object:
     return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": version}, "data": {"v": data}}
 
 
-def bookmark(version: str) -> JSON:
+def bookmark(version: str) -> Object:
     return {"type": "BOOKMARK", "object": {"kind": "ConfigMap", "metadata": {"resourceVersion": version}}}
 
 
-def gone_event() -> JSON:
+def gone_event() -> Object:
     status = {"kind": "Status", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old"}
     return {"type": "ERROR", "object": status}
 
@@ -39,14 +38,14 @@ class FakeKube(KubeClient):
     """LIST pages of ``objects`` (continue token = offset) and WATCH streams fed through ``stream``."""
 
     def __init__(self) -> None:
-        self.objects: list[JSON] = []
+        self.objects: list[Object] = []
         self.list_version = "1"
         self.list_queries: list[Mapping[str, str]] = []
         self.list_failures: list[Exception] = []
         self.watch_queries: list[Mapping[str, str]] = []
         self.stream: asyncio.Queue[object] = asyncio.Queue()
 
-    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> Object:
         assert path == PATH
         query = dict(query or {})
         self.list_queries.append(query)
@@ -65,7 +64,7 @@ class FakeKube(KubeClient):
         query: Mapping[str, str] | None = None,
         timeout_seconds: int = 300,
         accept: str = "application/json",
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[Object]:
         self.watch_queries.append(dict(query or {}))
         while True:
             item = await self.stream.get()
@@ -83,7 +82,7 @@ class Events:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
 
-    def __call__(self, event_type: EventType, obj: JSON, old: JSON | None) -> None:
+    def __call__(self, event_type: EventType, obj: Object, old: Object | None) -> None:
         old_version = old["metadata"]["resourceVersion"] if old else None
         self.seen.append((event_type, obj["metadata"]["name"], old_version))
 
@@ -246,7 +245,7 @@ async def test_resync_emits_every_cached_object_each_period(kube: FakeKube, cloc
 async def test_a_failing_handler_does_not_stop_the_reflector(kube: FakeKube, clock: FakeClock) -> None:
     handled: list[str] = []
 
-    async def handler(event_type: EventType, obj: JSON, old: JSON | None) -> None:
+    async def handler(event_type: EventType, obj: Object, old: Object | None) -> None:
         if obj["metadata"]["name"] == "bad":
             raise RuntimeError("handler bug")
         handled.append(obj["metadata"]["name"])
@@ -274,7 +273,7 @@ async def test_selectors_go_on_list_and_watch(kube: FakeKube, clock: FakeClock, 
 
 
 def test_changed_beyond_status_ignores_status_and_bookkeeping() -> None:
-    old: JSON = {
+    old: Object = {
         "apiVersion": "examples.com/v1",
         "kind": "Backend",
         "metadata": {"name": "b", "generation": 1, "resourceVersion": "1", "managedFields": [{"manager": "x"}]},

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from atc.model.types import Object
 from atc_webhook import metrics
 from atc_webhook.admission import (
     AdmissionHTTPError,
@@ -24,10 +25,8 @@ from atc_webhook.admission import (
     review_response,
 )
 
-JSON = dict[str, Any]
 
-
-def review_body(**request: Any) -> JSON:
+def review_body(**request: Any) -> Object:
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from fakes import settle
@@ -14,9 +13,9 @@ from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision
 
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.reflector import METADATA_LIST_ACCEPT
+from atc.model.types import Object
 from atc_webhook.caches import AirwayInfo, CachedRevision, RevisionCache, WebhookCaches, effective_mode
 
-JSON = dict[str, Any]
 INSTANCES = "/apis/examples.com/v1/backends"
 
 
@@ -161,7 +160,7 @@ async def test_instance_annotation_changes_are_followed(kube: FakeKube, caches: 
 
 
 # ----------------------------------------------------------------------------------------------- revisions
-def configmap(name: str, namespace: str = "ns", value: str = "1") -> JSON:
+def configmap(name: str, namespace: str = "ns", value: str = "1") -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

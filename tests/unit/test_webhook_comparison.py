@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from atc.model.types import Object
 from atc_webhook.comparison import (
     annotations_message,
     changed_yoke_annotations,
@@ -15,13 +16,12 @@ from atc_webhook.comparison import (
     strip_absent,
 )
 
-JSON = dict[str, Any]
 RELEASE = "instance.atc.yoke.cd/release"
 NAMESPACE = "instance.atc.yoke.cd/namespace"
 INSTANCE_REF = "instance.atc.yoke.cd/instanceRef"
 
 
-def desired_deployment() -> JSON:
+def desired_deployment() -> Object:
     """As a flight prints it and takeoff stamps it (no server fields)."""
     return {
         "apiVersion": "apps/v1",
@@ -39,7 +39,7 @@ def desired_deployment() -> JSON:
     }
 
 
-def live(desired: JSON) -> JSON:
+def live(desired: Object) -> Object:
     """The same object as the API server returns it: server fields, defaults, status."""
     obj = copy.deepcopy(desired)
     obj["metadata"].update(
@@ -131,7 +131,7 @@ def test_noop_ignores_generation_resource_version_and_managed_fields_but_not_sta
 
 
 # ----------------------------------------------------------------------------------------------- yoke annotations
-def with_annotations(**annotations: str) -> JSON:
+def with_annotations(**annotations: str) -> Object:
     return {"metadata": {"annotations": annotations}}
 
 

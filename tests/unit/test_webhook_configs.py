@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakes import settle
 from webhook_fakes import FakeKube
 
+from atc.model.types import Object
 from atc.model.webhook_configs import (
     instance_webhook_config,
     static_webhook_configs,
@@ -21,7 +21,6 @@ from atc_webhook.registration import Registrar
 from atc_webhook.server import served_paths
 from atc_webhook.settings import WebhookSettings
 
-JSON = dict[str, Any]
 CA = b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"
 NOT_ATC = {
     "name": "not-atc-service-account",
@@ -41,7 +40,7 @@ def settings(ca_file: Path) -> WebhookSettings:
     return WebhookSettings(svc_name="atc", svc_namespace="atc-system", svc_port=8443, tls_ca_cert=str(ca_file))
 
 
-def by_name(configs: list[JSON]) -> dict[str, JSON]:
+def by_name(configs: list[Object]) -> dict[str, Object]:
     return {config["metadata"]["name"]: config["webhooks"][0] for config in configs}
 
 
@@ -139,7 +138,7 @@ def test_every_static_webhook_carries_the_ca_bundle(settings: WebhookSettings) -
     assert bundles == {base64.b64encode(CA).decode()}
 
 
-def airway(scope: str = "Namespaced") -> JSON:
+def airway(scope: str = "Namespaced") -> Object:
     return {
         "apiVersion": "yoke.cd/v1alpha1",
         "kind": "Airway",

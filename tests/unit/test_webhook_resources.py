@@ -15,6 +15,7 @@ from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision
 
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.signals import parse_child_changed
+from atc.model.types import Object
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, parse_review
 from atc_webhook.caches import WebhookCaches
 from atc_webhook.context import WebhookContext
@@ -24,7 +25,6 @@ from atc_webhook.settings import WebhookSettings
 from atc_webhook.signals import SignalWriter
 from atc_webhook.tls import CertificateReloader
 
-JSON = dict[str, Any]
 INSTANCES = "/apis/examples.com/v1/backends"
 INSTANCE_REF = "ns/Backend.examples.com:inst"
 RELEASE = "examples.com.Backend.ns.inst"
@@ -32,7 +32,7 @@ ADMIN = "admin"
 GC = "system:serviceaccount:kube-system:generic-garbage-collector"
 
 
-def desired_configmap() -> JSON:
+def desired_configmap() -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -50,13 +50,15 @@ def desired_configmap() -> JSON:
     }
 
 
-def live_configmap() -> JSON:
+def live_configmap() -> Object:
     obj = desired_configmap()
     obj["metadata"].update(uid="cm-uid", resourceVersion="100", creationTimestamp="2026-01-01T00:00:00Z")
     return obj
 
 
-def review(operation: str, old: JSON | None, new: JSON | None, *, user: str = ADMIN, dry_run: bool = False) -> Review:
+def review(
+    operation: str, old: Object | None, new: Object | None, *, user: str = ADMIN, dry_run: bool = False
+) -> Review:
     body = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -79,7 +81,7 @@ def update(change: Any, **kwargs: Any) -> Review:
     return review("UPDATE", old, new, **kwargs)
 
 
-def edit_data(obj: JSON) -> None:
+def edit_data(obj: Object) -> None:
     obj["data"]["key"] = "changed"
 
 
@@ -102,7 +104,7 @@ class World:
     async def decide(self, request: Review) -> Verdict:
         return await decide_resource_change(self.context, request)
 
-    def signalled(self) -> list[JSON]:
+    def signalled(self) -> list[Object]:
         return [body for path, body in self.kube.posted if path.endswith("/events")]
 
 
@@ -124,7 +126,7 @@ def denied(verdict: Verdict, message: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- every mode
 async def test_changing_a_yoke_annotation_is_denied(world: World) -> None:
-    def retarget(obj: JSON) -> None:
+    def retarget(obj: Object) -> None:
         obj["metadata"]["annotations"]["instance.atc.yoke.cd/release"] = "other"
         obj["metadata"]["annotations"]["instance.atc.yoke.cd/instanceRef"] = "ns/Backend.examples.com:x"
 
@@ -136,14 +138,14 @@ async def test_changing_a_yoke_annotation_is_denied(world: World) -> None:
 
 
 async def test_a_noop_update_is_allowed(world: World) -> None:
-    def bump(obj: JSON) -> None:
+    def bump(obj: Object) -> None:
         obj["metadata"].update(resourceVersion="101", managedFields=[{"manager": "kubectl"}])
 
     assert (await world.decide(update(bump))).allowed
 
 
 async def test_children_of_unknown_instances_or_without_instance_ref_are_allowed(world: World) -> None:
-    def orphan(obj: JSON) -> None:
+    def orphan(obj: Object) -> None:
         obj["metadata"]["annotations"]["instance.atc.yoke.cd/instanceRef"] = "ns/Backend.examples.com:gone"
 
     old = live_configmap()
@@ -163,7 +165,7 @@ async def test_static_denies_changing_what_the_flight_set(world: World) -> None:
 
 
 async def test_static_allows_what_the_flight_did_not_set(world: World) -> None:
-    def harmless(obj: JSON) -> None:
+    def harmless(obj: Object) -> None:
         obj["metadata"]["labels"]["team"] = "blue"
         obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
         obj["status"] = {"observed": True}
@@ -180,7 +182,7 @@ async def test_static_denies_deletion_except_by_kube_system_controllers(world: W
 
 
 async def test_static_treats_an_update_of_an_object_being_deleted_as_a_deletion(world: World) -> None:
-    def finalize(obj: JSON) -> None:
+    def finalize(obj: Object) -> None:
         obj["metadata"].update(deletionTimestamp="2026-01-01T00:00:00Z", finalizers=[])
 
     assert denied(await world.decide(update(finalize)), "cannot delete resources managed by Air-Traffic-Controller")

@@ -24,7 +24,6 @@ import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from atc.k8s.client import KubeClient
 from atc.k8s.crds import CRD_PATH as CRDS_PATH
@@ -37,6 +36,7 @@ from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import parse_ref, split_api_version
 from atc.k8s.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.model.constants import FIELD_MANAGER_ATC
+from atc.model.types import Object
 from atc.release.takeoff import Cluster
 from atc.service.docker_secret import docker_config_watch
 from atc.service.heap import freeze_long_lived
@@ -55,7 +55,6 @@ from .reconcilers.flight import FlightReconciler
 from .settings import ControllerSettings
 
 log = logging.getLogger("atc.controller")
-Object = dict[str, Any]
 READINESS_CONFIGMAPS = "resource.yoke.cd/readiness in (lua,conditions)"
 SIGNAL_REPLAY_WINDOW = datetime.timedelta(minutes=2)
 

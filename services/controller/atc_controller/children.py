@@ -20,16 +20,15 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapping
 from atc.k8s.reflector import EventType, Reflector
 from atc.k8s.refs import resource_ref
 from atc.model.constants import ANNOTATION_INSTANCE_REF, FIELD_MANAGER_APPLY, LABEL_MANAGED_BY, MANAGED_BY_ATC
+from atc.model.types import Object
 
 log = logging.getLogger("atc.controller.children")
-Object = dict[str, Any]
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_ATC}"
 
 

@@ -21,17 +21,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from atc.model.types import Object
 
 from . import metrics
 from .limits import decode_json
 
 log = logging.getLogger("atc.webhook.admission")
 
-JSON = dict[str, Any]
 Reason = Literal["Forbidden", "Invalid", "InternalError", "BadRequest"]
 VALIDATION_PASSED = "validation passed"
 _JSON_CONTENT = "application/json"
@@ -86,7 +87,7 @@ class Review:
 
     api_version: str
     kind: str
-    request: JSON
+    request: Object
 
     @property
     def uid(self) -> str:
@@ -97,12 +98,12 @@ class Review:
         return str(self.request.get("operation", ""))
 
     @property
-    def object(self) -> JSON | None:
+    def object(self) -> Object | None:
         obj = self.request.get("object")
         return obj if isinstance(obj, dict) else None
 
     @property
-    def old_object(self) -> JSON | None:
+    def old_object(self) -> Object | None:
         obj = self.request.get("oldObject")
         return obj if isinstance(obj, dict) else None
 
@@ -132,12 +133,12 @@ def parse_review(body: bytes) -> Review:
     return Review(str(decoded.get("apiVersion", "")), str(decoded.get("kind", "")), request)
 
 
-def review_response(review: Review, decision: Decision, *, keep_request: bool = False) -> JSON:
+def review_response(review: Review, decision: Decision, *, keep_request: bool = False) -> Object:
     """The AdmissionReview to send back (``keep_request`` leaves ``request`` in, as yoke's instance handler does)."""
-    status: JSON = {"status": "Success" if decision.allowed else "Failure", "message": decision.message}
+    status: Object = {"status": "Success" if decision.allowed else "Failure", "message": decision.message}
     if not decision.allowed:
         status["reason"] = decision.reason
-    reply: JSON = {
+    reply: Object = {
         "apiVersion": review.api_version,
         "kind": review.kind,
         "response": {"uid": review.uid, "allowed": decision.allowed, "status": status},

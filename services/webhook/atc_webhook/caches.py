@@ -26,7 +26,6 @@ import binascii
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.crds import AIRWAYS_PATH
@@ -35,6 +34,7 @@ from atc.k8s.refs import group_kind, parse_ref
 from atc.model.airway_template import storage_version
 from atc.model.constants import ANNOTATION_OVERRIDE_MODE
 from atc.model.specs import MODES, Mode
+from atc.model.types import Object
 from atc.release.revisions import (
     ANNOTATION_ACTIVE_AT,
     ANNOTATION_CREATED_AT,
@@ -51,7 +51,6 @@ from atc.release.revisions import (
 
 log = logging.getLogger("atc.webhook.caches")
 
-JSON = dict[str, Any]
 SECRETS_PATH = "/api/v1/secrets"
 REVISION_SELECTOR = f"{LABEL_KIND}={KIND_REVISION}"
 CRD_RETRY_MAX_SECONDS = 5.0  # retry cap of reflectors whose resource may not be served yet (Airways, instances)
@@ -59,7 +58,7 @@ SYNC_POLL_SECONDS = 0.05
 UNLISTABLE = frozenset({403, 404})  # forbidden, not found: the reflector retries, readiness does not wait
 
 
-def _metadata(obj: JSON) -> JSON:
+def _metadata(obj: Object) -> Object:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
 
@@ -103,7 +102,7 @@ class AirwayInfo:
         return f"/apis/{self.group}/{self.version}/{self.plural}"
 
     @classmethod
-    def from_object(cls, airway: JSON) -> AirwayInfo | None:
+    def from_object(cls, airway: Object) -> AirwayInfo | None:
         """None when the Airway's template does not name a group, kind, plural and storage version."""
         spec = airway.get("spec") if isinstance(airway.get("spec"), dict) else {}
         template = (spec or {}).get("template")
@@ -166,10 +165,10 @@ class CachedRevision:
     active_nanos: int
     encoded: str
     _stages: Stages | None = None
-    _desired: dict[tuple[str, str, str], JSON] = field(default_factory=dict)
+    _desired: dict[tuple[str, str, str], Object] = field(default_factory=dict)
 
     @classmethod
-    def from_secret(cls, secret: JSON) -> CachedRevision:
+    def from_secret(cls, secret: Object) -> CachedRevision:
         meta = _metadata(secret)
         annotations = meta.get("annotations") or {}
         _, created = parse_rfc3339(str(annotations.get(ANNOTATION_CREATED_AT, "")))
@@ -194,7 +193,7 @@ class CachedRevision:
                 key = (str(obj.get("apiVersion", "")), str(obj.get("kind", "")), str(_metadata(obj).get("name", "")))
                 self._desired.setdefault(key, obj)
 
-    def desired(self, api_version: str, kind: str, name: str) -> JSON | None:
+    def desired(self, api_version: str, kind: str, name: str) -> Object | None:
         """The first object of the revision with this apiVersion, kind and name (any namespace)."""
         self.stages()
         return self._desired.get((api_version, kind, name))
@@ -210,7 +209,7 @@ class RevisionCache:
     def __len__(self) -> int:
         return len(self._labels)
 
-    def on_event(self, event_type: EventType, secret: JSON, old: JSON | None) -> None:
+    def on_event(self, event_type: EventType, secret: Object, old: Object | None) -> None:
         meta = _metadata(secret)
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         previous = self._remove(namespace, name)
@@ -287,7 +286,7 @@ class WebhookCaches:
             await asyncio.sleep(SYNC_POLL_SECONDS)
         return self.synced()
 
-    def airway(self, name: str) -> JSON | None:
+    def airway(self, name: str) -> Object | None:
         """The full Airway object named ``name``, as last seen."""
         return self._airway_reflector.get("", name)
 
@@ -310,7 +309,7 @@ class WebhookCaches:
         mode = effective_mode(meta.get("annotations") or {}, airway.mode)
         return InstanceInfo(airway, parsed.namespace, parsed.name, str(meta.get("uid", "")), mode)
 
-    def desired_object(self, release: str, namespace: str, api_version: str, kind: str, name: str) -> JSON | None:
+    def desired_object(self, release: str, namespace: str, api_version: str, kind: str, name: str) -> Object | None:
         """The object with this apiVersion, kind and name in the release's active revision."""
         revision = self.revisions.active(release, namespace)
         return revision.desired(api_version, kind, name) if revision is not None else None
@@ -326,7 +325,7 @@ class WebhookCaches:
 
     # --- airways and their instance reflectors ------------------------------------------------------------------
 
-    def _on_airway(self, event_type: EventType, airway: JSON, old: JSON | None) -> None:
+    def _on_airway(self, event_type: EventType, airway: Object, old: Object | None) -> None:
         name = str(_metadata(airway).get("name", ""))
         previous = self._airways.pop(name, None)
         if previous is not None and self._by_group_kind.get(previous.group_kind) == name:
@@ -384,5 +383,5 @@ class WebhookCaches:
             await asyncio.gather(*tasks, *self._stopping, return_exceptions=True)
 
 
-def _ignore(event_type: EventType, obj: JSON, old: JSON | None) -> None:
+def _ignore(event_type: EventType, obj: Object, old: Object | None) -> None:
     """Instance reflectors only keep the cache; nothing reacts to their events."""

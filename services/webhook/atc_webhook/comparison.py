@@ -19,20 +19,20 @@ from typing import Any
 
 from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
 from atc.model.gocompat import join_errors
+from atc.model.types import Object
 
-JSON = dict[str, Any]
 YOKE_ANNOTATIONS = (ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, ANNOTATION_INSTANCE_REF)
 VOLATILE_METADATA = frozenset({"generation", "resourceVersion", "managedFields"})
 
 
-def annotations_of(obj: JSON | None) -> dict[str, str]:
+def annotations_of(obj: Object | None) -> dict[str, str]:
     """The object's annotations; {} when it has none, or when metadata or annotations are not objects."""
     metadata = (obj or {}).get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     return annotations if isinstance(annotations, dict) else {}
 
 
-def changed_yoke_annotations(prev: JSON | None, next_: JSON) -> list[str]:
+def changed_yoke_annotations(prev: Object | None, next_: Object) -> list[str]:
     """yoke's annotations whose value (missing counts as "") differs between ``prev`` and ``next_``."""
     before, after = annotations_of(prev), annotations_of(next_)
     return [name for name in YOKE_ANNOTATIONS if before.get(name, "") != after.get(name, "")]
@@ -42,7 +42,7 @@ def annotations_message(changed: list[str]) -> str:
     return join_errors("cannot modify yoke annotations", changed)
 
 
-def without_volatile(obj: JSON, *, drop_status: bool) -> JSON:
+def without_volatile(obj: Object, *, drop_status: bool) -> Object:
     """A shallow copy without generation, resourceVersion and managedFields (and ``status`` if asked)."""
     trimmed = {key: value for key, value in obj.items() if not (drop_status and key == "status")}
     metadata = obj.get("metadata")
@@ -51,7 +51,7 @@ def without_volatile(obj: JSON, *, drop_status: bool) -> JSON:
     return trimmed
 
 
-def is_noop_update(prev: JSON, next_: JSON) -> bool:
+def is_noop_update(prev: Object, next_: Object) -> bool:
     return without_volatile(prev, drop_status=False) == without_volatile(next_, drop_status=False)
 
 
@@ -65,7 +65,7 @@ def strip_absent(update: Any, desired: Any) -> Any:
     return update
 
 
-def modifies_desired(update: JSON, desired: JSON) -> bool:
+def modifies_desired(update: Object, desired: Object) -> bool:
     """Whether ``update`` changes (or removes) something the flight's desired object sets."""
     stripped = strip_absent(update, desired)
     return without_volatile(stripped, drop_status=True) != without_volatile(desired, drop_status=True)

@@ -21,7 +21,6 @@ import copy
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.gateway import LoopGateway
@@ -33,6 +32,7 @@ from atc.model.constants import (
 )
 from atc.model.gocompat import DurationError
 from atc.model.specs import AirwaySpec, FlightSpec
+from atc.model.types import Object
 from atc.release.flight_request import flight_takeoff_request
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
 from atc.release.invocation import FlightDefaults, converter_invocation, timeout_seconds
@@ -43,7 +43,6 @@ from atc.wasm.runner import FlightError, run_flight_async
 from atc_webhook.admission import AdmissionHTTPError, Verdict, allow, deny
 from atc_webhook.limits import decode_json
 
-Object = dict[str, Any]
 DRY_RUN_FAILED = (
     "applying resource returned errors during dry-run. "
     "Either the inputs are invalid or the package implementation has errors"

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from atc.model.constants import FIELD_MANAGER_APPLY
 from atc.model.gocompat import join_errors
+from atc.model.types import Object
 
 from .client import KubeClient, KubeError
 from .discovery import NoMatchError, RestMapper, RestMapping
 from .refs import canonical_name, split_api_version
 
-Object = dict[str, Any]
 DEFAULT_PARALLELISM = 8
 
 

@@ -18,7 +18,8 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-JSON = dict[str, Any]
+from atc.model.types import Object
+
 DEFAULT_TIMEOUT = 30.0
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -29,7 +30,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class KubeError(Exception):
     """An error answer (or a failed call) from the API server."""
 
-    def __init__(self, status: int, message: str, reason: str = "", body: JSON | None = None) -> None:
+    def __init__(self, status: int, message: str, reason: str = "", body: Object | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -146,7 +147,7 @@ class KubeClient:
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float = DEFAULT_TIMEOUT,
-    ) -> JSON:
+    ) -> Object:
         """Send one request and return the decoded JSON answer; error answers raise ``KubeError``."""
         response = await self._send(
             method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
@@ -158,7 +159,7 @@ class KubeClient:
                 raise KubeError(0, f"{method} {path}: {exc or type(exc).__name__}") from exc
             if not 200 <= response.status < 300:
                 raise _error_from(response.status, raw)
-        decoded: JSON = json.loads(raw) if raw else {}
+        decoded: Object = json.loads(raw) if raw else {}
         return decoded
 
     async def get_text(self, path: str) -> str:
@@ -172,10 +173,10 @@ class KubeClient:
                 raise _error_from(response.status, raw)
         return raw.decode(errors="replace")
 
-    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+    async def get(self, path: str, *, query: Mapping[str, str] | None = None) -> Object:
         return await self.request("GET", path, query=query)
 
-    async def get_or_none(self, path: str) -> JSON | None:
+    async def get_or_none(self, path: str) -> Object | None:
         """The object at ``path``, or None when it does not exist."""
         try:
             return await self.get(path)
@@ -185,8 +186,8 @@ class KubeClient:
             raise
 
     async def apply(
-        self, path: str, body: JSON, *, field_manager: str, force: bool = False, dry_run: bool = False
-    ) -> JSON:
+        self, path: str, body: Object, *, field_manager: str, force: bool = False, dry_run: bool = False
+    ) -> Object:
         """Server-side apply ``body`` to the object at ``path``."""
         query = {"fieldManager": field_manager}
         if force:
@@ -202,7 +203,7 @@ class KubeClient:
         query: Mapping[str, str] | None = None,
         timeout_seconds: int = 300,
         accept: str = "application/json",
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[Object]:
         """Yield watch events (``{"type", "object"}``) until the server closes the stream.
 
         ``accept`` may ask for another representation, e.g. ``PartialObjectMetadata`` (metadata only).

@@ -16,11 +16,11 @@ import json
 import time
 from functools import cache
 from importlib import resources
-from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.model.conditions import meets_conditions
 from atc.model.constants import API_GROUP, FIELD_MANAGER_APPLY
+from atc.model.types import Object
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -28,28 +28,26 @@ AIRWAYS_PATH = "/apis/yoke.cd/v1alpha1/airways"
 VERSION = "v1alpha1"
 POLL_INTERVAL = 1.0
 
-JSON = dict[str, Any]
-
 
 class CrdInstallError(RuntimeError):
     """The yoke.cd CRDs could not be applied or did not become Established in time."""
 
 
 @cache
-def _golden(name: str) -> JSON:
+def _golden(name: str) -> Object:
     text = resources.files("atc.k8s").joinpath("schemas", name).read_text(encoding="utf-8")
-    schema: JSON = json.loads(text)
+    schema: Object = json.loads(text)
     return schema
 
 
-def airway_schema() -> JSON:
+def airway_schema() -> Object:
     """yoke's generated ``openAPIV3Schema`` of the Airway (a fresh copy)."""
     return copy.deepcopy(_golden("airway.golden.json"))
 
 
 # yoke v0.20.12's golden Flight schema predates ``status.inventory`` (spec 1.3), which later yoke writes;
 # without it the API server would prune the inventory, so it is added to the golden schema.
-INVENTORY_SCHEMA: JSON = {
+INVENTORY_SCHEMA: Object = {
     "type": "array",
     "items": {
         "type": "object",
@@ -59,7 +57,7 @@ INVENTORY_SCHEMA: JSON = {
 }
 
 
-def flight_schema() -> JSON:
+def flight_schema() -> Object:
     """yoke's generated ``openAPIV3Schema`` of Flight and ClusterFlight, plus ``status.inventory``."""
     schema = copy.deepcopy(_golden("flight.golden.json"))
     status = schema.setdefault("properties", {}).setdefault("status", {"type": "object", "properties": {}})
@@ -67,15 +65,15 @@ def flight_schema() -> JSON:
     return schema
 
 
-def _column(name: str, type_: str, path: str, format_: str = "") -> JSON:
-    column: JSON = {"name": name, "type": type_}
+def _column(name: str, type_: str, path: str, format_: str = "") -> Object:
+    column: Object = {"name": name, "type": type_}
     if format_:
         column["format"] = format_
     column["jsonPath"] = path
     return column
 
 
-def _airway_columns() -> list[JSON]:
+def _airway_columns() -> list[Object]:
     return [
         _column("flight", "string", ".spec.wasmUrls.flight"),
         _column("mode", "string", ".spec.mode"),
@@ -84,7 +82,7 @@ def _airway_columns() -> list[JSON]:
     ]
 
 
-def _flight_columns() -> list[JSON]:
+def _flight_columns() -> list[Object]:
     return [
         _column("flight", "string", ".spec.wasmUrl"),
         _column("cluster_access", "boolean", ".spec.clusterAccess"),
@@ -92,7 +90,7 @@ def _flight_columns() -> list[JSON]:
     ]
 
 
-def _crd(kind: str, plural: str, scope: str, schema: JSON, columns: list[JSON]) -> JSON:
+def _crd(kind: str, plural: str, scope: str, schema: Object, columns: list[Object]) -> Object:
     return {
         "apiVersion": CRD_API_VERSION,
         "kind": "CustomResourceDefinition",
@@ -115,7 +113,7 @@ def _crd(kind: str, plural: str, scope: str, schema: JSON, columns: list[JSON]) 
     }
 
 
-def yoke_crds() -> list[JSON]:
+def yoke_crds() -> list[Object]:
     """The CRDs ``flights.yoke.cd``, ``clusterflights.yoke.cd`` and ``airways.yoke.cd``, in yoke's order."""
     return [
         _crd("Flight", "flights", "Namespaced", flight_schema(), _flight_columns()),
@@ -124,12 +122,12 @@ def yoke_crds() -> list[JSON]:
     ]
 
 
-def _path(crd: JSON) -> str:
+def _path(crd: Object) -> str:
     return f"{CRD_PATH}/{crd['metadata']['name']}"
 
 
-async def _apply_all(kube: KubeClient, crds: list[JSON], *, dry_run: bool) -> None:
-    async def apply(crd: JSON) -> str:
+async def _apply_all(kube: KubeClient, crds: list[Object], *, dry_run: bool) -> None:
+    async def apply(crd: Object) -> str:
         try:
             await kube.apply(_path(crd), crd, field_manager=FIELD_MANAGER_APPLY, force=True, dry_run=dry_run)
         except KubeError as exc:

@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .client import JSON, KubeClient
+from atc.model.types import Object
+
+from .client import KubeClient
 
 AGGREGATED_DISCOVERY = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
@@ -57,7 +59,7 @@ class _GroupIndex:
     kinds_by_version: dict[str, dict[str, RestMapping]]
 
 
-def _parse_group(entry: JSON) -> tuple[str, _GroupIndex]:
+def _parse_group(entry: Object) -> tuple[str, _GroupIndex]:
     group = str(entry.get("metadata", {}).get("name", ""))
     versions: dict[str, dict[str, RestMapping]] = {}
     for version_entry in entry.get("versions", []):

@@ -31,6 +31,7 @@ from atc.k8s.client import KubeClient
 from atc.k8s.refs import ApiVersionError, split_api_version
 from atc.model.conditions import meets_conditions, object_generation
 from atc.model.constants import API_VERSION
+from atc.model.types import Object
 
 LABEL_READINESS = "resource.yoke.cd/readiness"
 READINESS_CONDITIONS = "conditions"
@@ -40,8 +41,6 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 WILDCARD_KIND = "_"
 DEFAULT_LUA_INSTRUCTIONS = 1_000_000
 DEFAULT_LUA_MEMORY = 64 * 1024 * 1024
-
-Object = dict[str, Any]
 
 
 class ReadinessError(Exception):

@@ -22,16 +22,16 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.model.clock import Clock, MonotonicClock
+from atc.model.types import Object
 
 log = logging.getLogger("atc.reflector")
 
 __all__ = [
     "GONE",
-    "JSON",
     "METADATA_LIST_ACCEPT",
     "METADATA_WATCH_ACCEPT",
     "PAGE_SIZE",
@@ -49,9 +49,8 @@ __all__ = [
     "resource_version",
 ]
 
-JSON = dict[str, Any]
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
-Handler = Callable[[EventType, JSON, JSON | None], Awaitable[None] | None]
+Handler = Callable[[EventType, Object, Object | None], Awaitable[None] | None]
 
 PAGE_SIZE = 500
 WATCH_TIMEOUT_SECONDS = 300
@@ -68,23 +67,23 @@ def cache_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
-def object_key(obj: JSON) -> str:
+def object_key(obj: Object) -> str:
     metadata = obj.get("metadata") or {}
     return cache_key(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
-def resource_version(obj: JSON) -> str:
+def resource_version(obj: Object) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
-def _without_volatile_fields(obj: JSON) -> JSON:
+def _without_volatile_fields(obj: Object) -> Object:
     stripped = {field: value for field, value in obj.items() if field != "status"}
     metadata = obj.get("metadata") or {}
     stripped["metadata"] = {field: value for field, value in metadata.items() if field not in _VOLATILE_METADATA}
     return stripped
 
 
-def changed_beyond_status(old: JSON, new: JSON) -> bool:
+def changed_beyond_status(old: Object, new: Object) -> bool:
     """Whether two versions differ in more than status, generation, resourceVersion and managedFields."""
     return _without_volatile_fields(old) != _without_volatile_fields(new)
 
@@ -93,7 +92,7 @@ class ResourceExpiredError(Exception):
     """The resourceVersion or continue token is too old (410 Gone): the cache must be relisted."""
 
 
-def _status_error(status: JSON) -> Exception:
+def _status_error(status: Object) -> Exception:
     """The exception for a watch ERROR event, whose object is a ``Status``."""
     code = int(status.get("code") or 0)
     message = str(status.get("message") or "watch error")
@@ -137,7 +136,7 @@ class Reflector:
         clock: Clock | None = None,
         metadata_only: bool = False,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
-        transform: Callable[[JSON], JSON] | None = None,
+        transform: Callable[[Object], Object] | None = None,
     ) -> None:
         self.name = name
         self._transform = transform
@@ -153,18 +152,18 @@ class Reflector:
         self._watch_timeout = watch_timeout_seconds
         self._clock: Clock = clock or MonotonicClock()
         self._backoff = RetryBackoff(maximum=retry_max_seconds)
-        self._cache: dict[str, JSON] = {}
+        self._cache: dict[str, Object] = {}
         self._resource_version = ""
         self._needs_list = True
         self._stopped = asyncio.Event()
 
     # --- reading the cache ------------------------------------------------------------------------------------
 
-    def get(self, namespace: str, name: str) -> JSON | None:
+    def get(self, namespace: str, name: str) -> Object | None:
         """The cached object (shared: do not modify it), or ``None``."""
         return self._cache.get(cache_key(namespace, name))
 
-    def list(self, namespace: str | None = None) -> list[JSON]:
+    def list(self, namespace: str | None = None) -> list[Object]:
         """All cached objects, or those of one namespace."""
         objects = list(self._cache.values())
         if namespace is None:
@@ -234,7 +233,7 @@ class Reflector:
     def _query(self) -> dict[str, str]:
         return {key: value for key, value in self._selectors.items() if value}
 
-    async def _list_page(self, continue_token: str) -> JSON:
+    async def _list_page(self, continue_token: str) -> Object:
         query = {**self._query(), "limit": str(self._page_size)}
         if continue_token:
             query["continue"] = continue_token
@@ -247,9 +246,9 @@ class Reflector:
                 raise ResourceExpiredError(exc.message) from exc
             raise
 
-    async def _list_all(self) -> tuple[dict[str, JSON], str]:
+    async def _list_all(self) -> tuple[dict[str, Object], str]:
         """Every object of the collection by key, and the list's resourceVersion."""
-        objects: dict[str, JSON] = {}
+        objects: dict[str, Object] = {}
         continue_token = ""
         while True:
             page = await self._list_page(continue_token)
@@ -298,16 +297,16 @@ class Reflector:
                 raise ResourceExpiredError(exc.message) from exc
             raise
 
-    def _events(self, query: dict[str, str]) -> AsyncIterator[JSON]:
+    def _events(self, query: dict[str, str]) -> AsyncIterator[Object]:
         if self._metadata_only:
             return self._kube.watch(
                 self._path, query=query, timeout_seconds=self._watch_timeout, accept=METADATA_WATCH_ACCEPT
             )
         return self._kube.watch(self._path, query=query, timeout_seconds=self._watch_timeout)
 
-    async def _apply(self, event: JSON) -> None:
+    async def _apply(self, event: Object) -> None:
         event_type = event.get("type")
-        obj: JSON = event.get("object") or {}
+        obj: Object = event.get("object") or {}
         if event_type == "ERROR":
             raise _status_error(obj)
         if self._transform and event_type in ("ADDED", "MODIFIED", "DELETED"):
@@ -327,7 +326,7 @@ class Reflector:
         else:
             log.warning("unknown watch event type", extra={"reflector": self.name, "type": event_type})
 
-    async def _emit(self, event_type: EventType, obj: JSON, old: JSON | None) -> None:
+    async def _emit(self, event_type: EventType, obj: Object, old: Object | None) -> None:
         try:
             outcome = self._handler(event_type, obj, old)
             if inspect.isawaitable(outcome):
@@ -336,11 +335,11 @@ class Reflector:
             log.exception("reflector handler failed", extra={"reflector": self.name, "event": event_type})
 
 
-def _typed_items(page: JSON) -> list[JSON]:
+def _typed_items(page: Object) -> list[Object]:
     """The items of a list page with ``apiVersion`` and ``kind`` filled in (list items of built-ins lack them)."""
     api_version = page.get("apiVersion", "")
     kind = str(page.get("kind", "")).removesuffix("List")
-    items: list[JSON] = page.get("items") or []
+    items: list[Object] = page.get("items") or []
     for item in items:
         item.setdefault("apiVersion", api_version)
         item.setdefault("kind", kind)

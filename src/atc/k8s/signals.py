@@ -22,11 +22,9 @@ from __future__ import annotations
 import datetime
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from atc.k8s.refs import split_api_version
-
-JSON = dict[str, Any]
+from atc.model.types import Object
 
 LABEL_SIGNAL = "atc.yoke.cd/signal"
 SIGNAL_CHILD_CHANGED = "child-changed"
@@ -79,8 +77,8 @@ def _event_name(instance_name: str) -> str:
     return f"{instance_name[: _MAX_NAME - len(suffix) - 1]}.{suffix}"
 
 
-def _involved_object(change: ChildChange) -> JSON:
-    involved: JSON = {
+def _involved_object(change: ChildChange) -> Object:
+    involved: Object = {
         "apiVersion": change.instance_api_version,
         "kind": change.instance_kind,
         "name": change.instance_name,
@@ -94,7 +92,7 @@ def _involved_object(change: ChildChange) -> JSON:
 
 def child_changed_event(
     change: ChildChange, *, reporting_instance: str = "", now: datetime.datetime | None = None
-) -> JSON:
+) -> Object:
     """The Event recording ``change`` (POST it to ``/api/v1/namespaces/<metadata.namespace>/events``)."""
     stamp = _timestamp(now)
     return {
@@ -123,7 +121,7 @@ def child_changed_event(
     }
 
 
-def parse_child_changed(event: JSON) -> ChildChange | None:
+def parse_child_changed(event: Object) -> ChildChange | None:
     """The change an Event records, or None when it is not a child-changed signal."""
     metadata = event.get("metadata") or {}
     if (metadata.get("labels") or {}).get(LABEL_SIGNAL) != SIGNAL_CHILD_CHANGED:

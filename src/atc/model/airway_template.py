@@ -27,17 +27,16 @@ import json
 from typing import Any
 
 from atc.model.constants import API_VERSION
-
-JSON = dict[str, Any]
+from atc.model.types import Object
 
 
 class InvalidAirwayError(ValueError):
     """The Airway's template cannot be used (``invalid airway: ...``)."""
 
 
-def conditions_schema() -> JSON:
+def conditions_schema() -> Object:
     """The schema of ``status.conditions`` (yoke's ``flight.Conditions``: []metav1.Condition keyed by type)."""
-    text: JSON = {"type": "string"}
+    text: Object = {"type": "string"}
     return {
         "type": "array",
         "items": {
@@ -62,11 +61,11 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _schema_dict(value: Any) -> JSON:
+def _schema_dict(value: Any) -> Object:
     return value if isinstance(value, dict) else {}
 
 
-def _object_mismatch(actual: JSON, expected: JSON) -> str:
+def _object_mismatch(actual: Object, expected: Object) -> str:
     required = actual.get("required") or []
     for key in expected.get("required") or []:
         if key not in required:
@@ -84,7 +83,7 @@ def _object_mismatch(actual: JSON, expected: JSON) -> str:
     return ""
 
 
-def schema_mismatch(actual: JSON, expected: JSON) -> str:
+def schema_mismatch(actual: Object, expected: Object) -> str:
     """Why ``actual`` does not satisfy ``expected`` (yoke's ``openapi.Satisfies``), or "" when it does.
 
     Types must be equal; objects must require what ``expected`` requires, have
@@ -102,7 +101,7 @@ def schema_mismatch(actual: JSON, expected: JSON) -> str:
     return ""
 
 
-def _status_schema(status: JSON) -> JSON:
+def _status_schema(status: Object) -> Object:
     """A user's ``properties.status``, checked and completed with ``conditions``."""
     status_type = status.get("type", "")
     if status_type != "object":
@@ -117,7 +116,7 @@ def _status_schema(status: JSON) -> JSON:
     return status
 
 
-def _root_schema(version: JSON) -> JSON:
+def _root_schema(version: Object) -> Object:
     """The version's ``openAPIV3Schema`` with ``properties``, created when missing."""
     schema = version.get("schema")
     if not isinstance(schema, dict):
@@ -130,13 +129,13 @@ def _root_schema(version: JSON) -> JSON:
     return root
 
 
-def _drop_required_status(root: JSON) -> None:
+def _drop_required_status(root: Object) -> None:
     required = root.get("required")
     if isinstance(required, list) and "status" in required:
         required.remove("status")
 
 
-def _mutate_version(version: JSON) -> None:
+def _mutate_version(version: Object) -> None:
     subresources = _schema_dict(version.get("subresources"))
     version["subresources"] = {"status": {}}
     if "scale" in subresources:
@@ -151,7 +150,7 @@ def _mutate_version(version: JSON) -> None:
     _drop_required_status(root)
 
 
-def mutate_template(template: JSON) -> JSON:
+def mutate_template(template: Object) -> Object:
     """A copy of an Airway's ``spec.template`` ready to apply (spec 4.3); ``InvalidAirwayError`` when unusable."""
     mutated = copy.deepcopy(template)
     for version in mutated.get("versions") or []:
@@ -160,7 +159,7 @@ def mutate_template(template: JSON) -> JSON:
     return mutated
 
 
-def storage_version(template: JSON) -> str:
+def storage_version(template: Object) -> str:
     """The name of the version with ``storage: true`` (the last one if several; "" if none)."""
     name = ""
     for version in template.get("versions") or []:
@@ -174,13 +173,13 @@ def conversion_path(airway_name: str) -> str:
     return f"/crdconvert/{airway_name}"
 
 
-def conversion_webhook(client_config: JSON) -> JSON:
+def conversion_webhook(client_config: Object) -> Object:
     """The CRD ``conversion`` stanza sending conversions to the webhook at ``client_config``
     (built with ``atc.model.webhook_configs.webhook_client_config`` for ``conversion_path(airway)``)."""
     return {"strategy": "Webhook", "webhook": {"clientConfig": client_config, "conversionReviewVersions": ["v1"]}}
 
 
-def airway_crd(airway: JSON, template: JSON) -> JSON:
+def airway_crd(airway: Object, template: Object) -> Object:
     """The CustomResourceDefinition named after ``airway``, owned by it, with ``template`` as its spec."""
     metadata = _schema_dict(airway.get("metadata"))
     name = str(metadata.get("name", ""))

@@ -26,8 +26,7 @@ from typing import Any, Protocol
 
 from atc.model.airway_template import storage_version
 from atc.model.constants import API_GROUP, API_VERSION, LABEL_MANAGED_BY, MANAGED_BY_ATC
-
-JSON = dict[str, Any]
+from atc.model.types import Object
 
 VALIDATING_CONFIGS_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 AIRWAY_CONFIG = "atc-airway"
@@ -72,10 +71,10 @@ def read_ca_bundle(settings: WebhookTarget) -> bytes:
     return Path(settings.tls_ca_cert).read_bytes() if settings.tls_ca_cert else b""
 
 
-def webhook_client_config(settings: WebhookTarget, path: str, *, ca_bundle: bytes | None = None) -> JSON:
+def webhook_client_config(settings: WebhookTarget, path: str, *, ca_bundle: bytes | None = None) -> Object:
     """``clientConfig`` for a webhook served at ``path`` (``ca_bundle`` defaults to the TLS_CA_CERT file)."""
     bundle = read_ca_bundle(settings) if ca_bundle is None else ca_bundle
-    config: JSON
+    config: Object
     if settings.webhook_url:
         config = {"url": settings.webhook_url.rstrip("/") + path}
     else:
@@ -91,7 +90,7 @@ def atc_service_account(settings: WebhookTarget) -> str:
     return f"system:serviceaccount:{settings.svc_namespace}:{settings.svc_name}-service-account"
 
 
-def not_atc_service_account(settings: WebhookTarget) -> JSON:
+def not_atc_service_account(settings: WebhookTarget) -> Object:
     """The match condition that lets the ATC's own writes through without a webhook call."""
     return {
         "name": "not-atc-service-account",
@@ -104,7 +103,7 @@ def webhook_service_account(settings: WebhookTarget) -> str:
     return f"system:serviceaccount:{settings.svc_namespace}:{settings.svc_name}-webhook"
 
 
-def not_webhook_dry_run(settings: WebhookTarget) -> JSON:
+def not_webhook_dry_run(settings: WebhookTarget) -> Object:
     """The match condition that skips the webhook's own dry runs of flight output.
 
     The instance and Flight admission dry-run the takeoff as the webhook's ServiceAccount, and that
@@ -119,7 +118,7 @@ def not_webhook_dry_run(settings: WebhookTarget) -> JSON:
     }
 
 
-def _rule(operations: list[str], groups: list[str], versions: list[str], resources: list[str], scope: str) -> JSON:
+def _rule(operations: list[str], groups: list[str], versions: list[str], resources: list[str], scope: str) -> Object:
     return {
         "operations": operations,
         "apiGroups": groups,
@@ -129,8 +128,8 @@ def _rule(operations: list[str], groups: list[str], versions: list[str], resourc
     }
 
 
-def _config(name: str, webhook: JSON, owner: JSON | None = None) -> JSON:
-    metadata: JSON = {"name": name}
+def _config(name: str, webhook: Object, owner: Object | None = None) -> Object:
+    metadata: Object = {"name": name}
     if owner is not None:
         metadata["ownerReferences"] = [owner]
     return {
@@ -141,7 +140,7 @@ def _config(name: str, webhook: JSON, owner: JSON | None = None) -> JSON:
     }
 
 
-def _webhook(name: str, client_config: JSON, rules: list[JSON], **fields: Any) -> JSON:
+def _webhook(name: str, client_config: Object, rules: list[Object], **fields: Any) -> Object:
     return {
         "name": name,
         "clientConfig": client_config,
@@ -152,7 +151,7 @@ def _webhook(name: str, client_config: JSON, rules: list[JSON], **fields: Any) -
     }
 
 
-def airway_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
+def airway_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> Object:
     """``atc-airway``: Airway CREATE/UPDATE (module and CRD template checks)."""
     client = webhook_client_config(settings, AIRWAYS_PATH, ca_bundle=ca_bundle)
     rules = [_rule(["CREATE", "UPDATE"], [API_GROUP], ["v1alpha1"], ["airways"], "Cluster")]
@@ -162,7 +161,7 @@ def airway_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
     return _config(AIRWAY_CONFIG, webhook)
 
 
-def flight_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
+def flight_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> Object:
     """``atc-flight``: Flight and ClusterFlight CREATE/UPDATE (dry-run takeoff)."""
     client = webhook_client_config(settings, FLIGHTS_PATH, ca_bundle=ca_bundle)
     rules = [_rule(["CREATE", "UPDATE"], [API_GROUP], ["v1alpha1"], ["flights", "clusterflights"], "*")]
@@ -178,7 +177,7 @@ def flight_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
     return _config(FLIGHT_CONFIG, webhook)
 
 
-def resources_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
+def resources_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> Object:
     """``atc-resources``: UPDATE/DELETE of anything the ATC manages (modes; yoke's annotations are immutable).
 
     ``NoneOnDryRun``: the webhook records an Event for dynamic and subscription
@@ -211,7 +210,7 @@ def resources_webhook_config(settings: WebhookTarget, ca_bundle: bytes) -> JSON:
     return _config(RESOURCES_CONFIG, webhook)
 
 
-def static_webhook_configs(settings: WebhookTarget, *, ca_bundle: bytes | None = None) -> list[JSON]:
+def static_webhook_configs(settings: WebhookTarget, *, ca_bundle: bytes | None = None) -> list[Object]:
     """``atc-airway``, ``atc-flight`` and ``atc-resources``, in that order."""
     bundle = read_ca_bundle(settings) if ca_bundle is None else ca_bundle
     return [
@@ -226,11 +225,11 @@ def instance_path(airway_name: str) -> str:
     return f"/validations/{airway_name}"
 
 
-def instance_webhook_config(airway: JSON, settings: WebhookTarget, *, ca_bundle: bytes | None = None) -> JSON:
+def instance_webhook_config(airway: Object, settings: WebhookTarget, *, ca_bundle: bytes | None = None) -> Object:
     """The per-Airway config ``<airway name>``: instance CREATE/UPDATE at the storage version, owned by the Airway."""
     metadata = airway.get("metadata") or {}
     name = str(metadata.get("name", ""))
-    template: JSON = (airway.get("spec") or {}).get("template") or {}
+    template: Object = (airway.get("spec") or {}).get("template") or {}
     names = template.get("names") or {}
     owner = {"apiVersion": API_VERSION, "kind": "Airway", "name": name, "uid": str(metadata.get("uid", ""))}
     scope = "Cluster" if template.get("scope") == "Cluster" else "Namespaced"
@@ -255,7 +254,7 @@ def instance_webhook_config(airway: JSON, settings: WebhookTarget, *, ca_bundle:
     return _config(name, webhook, owner)
 
 
-def webhook_paths(config: JSON) -> set[str]:
+def webhook_paths(config: Object) -> set[str]:
     """The paths a ValidatingWebhookConfiguration sends requests to (its ``url`` or ``service.path``)."""
     paths = set()
     for webhook in config.get("webhooks") or []:

@@ -8,19 +8,16 @@ webhook's ``/validations/flights.yoke.cd`` (``dry_run=True``), so both run the f
 
 from __future__ import annotations
 
-from typing import Any
-
 from atc.k8s.access import ClusterAccess, ClusterGateway
 from atc.model.constants import MANAGED_BY_ATC
 from atc.model.specs import FlightSpec
+from atc.model.types import Object
 from atc.release.instance_request import allows_privileged
 from atc.release.invocation import FlightDefaults
 from atc.release.prune import PruneOptions
 from atc.release.revisions import flight_release_prefix
 from atc.release.takeoff import TakeoffRequest
 from atc.wasm.cache import LoadedModule
-
-Object = dict[str, Any]
 
 
 def flight_release(flight: Object, kind: str) -> tuple[str, str, str]:

@@ -20,13 +20,12 @@ from atc.k8s.refs import resource_ref, split_api_version
 from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_OVERRIDE_FLIGHT, MANAGED_BY_ATC
 from atc.model.gocompat import go_json
 from atc.model.specs import AirwaySpec
+from atc.model.types import Object
 from atc.release.invocation import FlightDefaults, timeout_seconds
 from atc.release.prune import PruneOptions
 from atc.release.revisions import release_name
 from atc.release.takeoff import TakeoffRequest
 from atc.wasm.cache import LoadedModule, ModuleCache
-
-Object = dict[str, Any]
 
 
 class ObjectPathError(ValueError):

@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from atc.k8s.apply import mapping_for, object_path
 from atc.k8s.client import JSON_PATCH, KubeClient, KubeError
 from atc.k8s.discovery import RestMapper
 from atc.k8s.refs import canonical_name, owner_of, release_identity
 from atc.model.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY
+from atc.model.types import Object
 from atc.release.revisions import delete_release, list_release, read_stages
 from atc.release.stages import Stages
 
-Object = dict[str, Any]
 GONE_TIMEOUT = 120.0
 GONE_POLL = 1.0  # the longest pause between checks that deleted objects are gone
 GONE_FIRST_POLL = 0.05

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-Object = dict[str, Any]
+from atc.model.types import Object
+
 Stages = list[list[Object]]
 
 # libyaml's loader is about 10x faster on large (helm-sized) outputs; PyYAML's wheels ship it.

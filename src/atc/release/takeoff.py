@@ -41,7 +41,6 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from atc.k8s.access import ClusterAccess, LookupTracker
 from atc.k8s.apply import ApplyError, ApplyOptions, apply_all, apply_stage, mapping_for, object_path
@@ -51,6 +50,7 @@ from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, object_group_kind, release_identity, resource_ref, split_api_version
 from atc.model.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
 from atc.model.gocompat import join_errors
+from atc.model.types import Object
 from atc.release.crashpoints import crash_point
 from atc.release.invocation import flight_invocation
 from atc.release.prune import PruneOptions, prune_release_diff
@@ -72,7 +72,6 @@ from atc.wasm.cache import LoadedModule
 from atc.wasm.engine import FlightEngine
 from atc.wasm.runner import DEFAULT_STDOUT_LIMIT, FlightError, run_flight_async
 
-Object = dict[str, Any]
 STAGE_READY_TIMEOUT = 30.0
 STAGE_READY_POLL = 2.0
 SERVER_FIELDS = ("resourceVersion", "creationTimestamp", "uid", "managedFields")

@@ -26,11 +26,11 @@ from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.model.clock import Clock, MonotonicClock
+from atc.model.types import Object
 from atc_controller import metrics
 
 log = logging.getLogger("atc.controller.leader")
 
-JSON = dict[str, Any]
 LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
@@ -83,7 +83,7 @@ class LeaderElector:
         self._exit_on_loss = exit_on_loss
         self._collection = LEASES_PATH.format(namespace=namespace)
         self._path = f"{self._collection}/{name}"
-        self._observed_spec: JSON | None = None
+        self._observed_spec: Object | None = None
         self._observed_at = 0.0
         self._leading = False
         self._stopped = asyncio.Event()
@@ -140,7 +140,7 @@ class LeaderElector:
                 raise
             return await self._create_lease()
         self._observe(lease)
-        spec: JSON = lease.get("spec") or {}
+        spec: Object = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         if holder and holder != self.identity and not self._observed_expired(spec):
             return False
@@ -159,7 +159,7 @@ class LeaderElector:
         self._observe(await self._kube.request("POST", self._collection, body=body))
         return True
 
-    def _next_spec(self, spec: JSON, holder: str) -> JSON:
+    def _next_spec(self, spec: Object, holder: str) -> Object:
         now = micro_time(_utc_now())
         renewing = holder == self.identity
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -171,14 +171,14 @@ class LeaderElector:
             "leaseTransitions": transitions if renewing else transitions + 1,
         }
 
-    def _observe(self, lease: JSON) -> None:
+    def _observe(self, lease: Object) -> None:
         """Remember the Lease's spec and when (local clock) it last changed."""
         spec = lease.get("spec") or {}
         if spec != self._observed_spec:
             self._observed_spec = spec
             self._observed_at = self._clock.now()
 
-    def _observed_expired(self, spec: JSON) -> bool:
+    def _observed_expired(self, spec: Object) -> bool:
         duration = float(spec.get("leaseDurationSeconds") or self._lease_duration)
         return self._clock.now() >= self._observed_at + duration
 
@@ -219,7 +219,7 @@ class LeaderElector:
         """Hand the Lease back (empty holder) so another replica can take it at once."""
         try:
             lease = await asyncio.wait_for(self._kube.get(self._path), self._renew_deadline)
-            spec: JSON = lease.get("spec") or {}
+            spec: Object = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
             now = micro_time(_utc_now())

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from atc.k8s.client import KubeError
 from atc.k8s.crds import AIRWAYS_PATH
@@ -43,6 +42,7 @@ from atc.model.airway_template import (
 )
 from atc.model.constants import FIELD_MANAGER_APPLY, FIELD_MANAGER_ATC, FINALIZER_AIRWAY
 from atc.model.specs import AirwaySpec
+from atc.model.types import Object
 from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, instance_webhook_config, webhook_client_config
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller.context import ControllerContext
@@ -53,7 +53,6 @@ from .instance import InstanceReconciler, instance_controller_name
 from .status import ready_condition, set_condition
 
 log = logging.getLogger("atc.controller.airway")
-Object = dict[str, Any]
 ESTABLISHED_TIMEOUT = 60.0
 
 

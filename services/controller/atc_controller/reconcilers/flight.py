@@ -13,7 +13,6 @@ reconciler per kind: ``Flight`` (namespaced) and ``ClusterFlight``.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from atc.k8s.apply import mapping_for, object_path
 from atc.k8s.client import KubeError
@@ -25,6 +24,7 @@ from atc.k8s.refs import resource_ref, split_api_version
 from atc.model.constants import FINALIZER_INSTANCE
 from atc.model.gocompat import DurationError
 from atc.model.specs import FlightSpec
+from atc.model.types import Object
 from atc.release.flight_request import flight_release, flight_takeoff_request
 from atc.release.invocation import timeout_seconds
 from atc.release.prune import PruneOptions, mayday
@@ -37,7 +37,6 @@ from .finalizers import add_finalizer, remove_finalizer
 from .status import mark_in_progress, ready_condition, set_condition, update_status
 
 log = logging.getLogger("atc.controller.flight")
-Object = dict[str, Any]
 
 
 class FlightReconciler:

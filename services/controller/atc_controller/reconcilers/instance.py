@@ -43,6 +43,7 @@ from atc.model.constants import (
 )
 from atc.model.gocompat import DurationError
 from atc.model.specs import MODES, AirwaySpec, Mode
+from atc.model.types import Object
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
 from atc.release.prune import PruneOptions, mayday
 from atc.release.revisions import release_name
@@ -58,7 +59,6 @@ from .status import mark_in_progress, ready_condition, setting_condition, update
 
 log = logging.getLogger("atc.controller.instance")
 MAX_STALE_RUNS = 5  # after this many stale runs in a row the instance reports an error and backs off
-Object = dict[str, Any]
 NOT_READY_REQUEUE = 5.0
 CHILD_WAIT_SECONDS = 5.0
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.model.conditions import make_condition, set_status_condition
+from atc.model.types import Object
 
 log = logging.getLogger("atc.controller.status")
-Object = dict[str, Any]
 CONFLICT_RETRIES = 5
 
 

@@ -22,7 +22,6 @@ Everything is answered from memory (``atc_webhook.caches``); right after a start
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -31,6 +30,7 @@ from starlette.responses import Response
 from atc.k8s.refs import resource_ref
 from atc.k8s.signals import ChildChange
 from atc.model.constants import ANNOTATION_INSTANCE_REF, ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
+from atc.model.types import Object
 from atc.model.webhook_configs import RESOURCES_PATH
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, allow, answer, deny
 from atc_webhook.caches import InstanceInfo
@@ -46,8 +46,6 @@ from atc_webhook.context import WebhookContext, context_of
 log = logging.getLogger("atc.webhook.resources")
 
 router = APIRouter()
-JSON = dict[str, Any]
-
 KUBE_SYSTEM_SERVICE_ACCOUNTS = "system:serviceaccount:kube-system:"
 CANNOT_DELETE = "cannot delete resources managed by Air-Traffic-Controller"
 CANNOT_MODIFY = "cannot modify flight sub-resources"
@@ -94,12 +92,12 @@ async def _wait_for_caches(context: WebhookContext) -> None:
         raise AdmissionHTTPError(503, "caches are not synced yet")
 
 
-def _being_deleted(obj: JSON) -> bool:
+def _being_deleted(obj: Object) -> bool:
     metadata = obj.get("metadata")
     return isinstance(metadata, dict) and bool(metadata.get("deletionTimestamp"))
 
 
-def static_decision(context: WebhookContext, review: Review, prev: JSON, next_: JSON | None) -> Verdict:
+def static_decision(context: WebhookContext, review: Review, prev: Object, next_: Object | None) -> Verdict:
     """Static mode: no deletion but by kube-system's controllers; no change to what the flight set."""
     if next_ is None or _being_deleted(next_):
         if review.username.startswith(KUBE_SYSTEM_SERVICE_ACCOUNTS):
@@ -120,7 +118,7 @@ def static_decision(context: WebhookContext, review: Review, prev: JSON, next_: 
     return deny("BadRequest", CANNOT_MODIFY)
 
 
-def child_change(review: Review, instance: InstanceInfo, prev: JSON) -> ChildChange:
+def child_change(review: Review, instance: InstanceInfo, prev: Object) -> ChildChange:
     """The signal for an admitted change of ``prev`` (the child as it was)."""
     metadata = prev.get("metadata")
     version = str(metadata.get("resourceVersion", "")) if isinstance(metadata, dict) else ""
