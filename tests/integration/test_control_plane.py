@@ -22,7 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from support import eventually
 
 from devcluster.cluster import NODE_NAME, ClusterState, free_port
-from devcluster.pki import CertificateAuthority
+from devcluster.pki import new_ca
 
 pytestmark = pytest.mark.cluster
 
@@ -232,7 +232,7 @@ class _DenyingWebhook(BaseHTTPRequestHandler):
 @pytest.fixture
 def denying_webhook(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
     """An HTTPS webhook on 127.0.0.1 with its own CA; yields (port, caBundle)."""
-    ca = CertificateAuthority("webhook-test-ca")
+    ca = new_ca("webhook-test-ca")
     cert, key = ca.issue_serving("webhook", dns_names=("localhost",), ips=("127.0.0.1",)).write(tmp_path, "serving")
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _DenyingWebhook)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

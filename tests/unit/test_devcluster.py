@@ -14,11 +14,11 @@ from cryptography import x509
 
 from devcluster import build
 from devcluster.cluster import ProcessRecord, _start_ticks, is_alive, kubeconfig_yaml, stop_processes
-from devcluster.pki import CertificateAuthority
+from devcluster.pki import new_ca
 
 
 def test_serving_certificate_verifies_against_its_ca_for_loopback(tmp_path: Path) -> None:
-    ca = CertificateAuthority("t")
+    ca = new_ca("t")
     cert_path, key_path = ca.issue_serving("srv", dns_names=("localhost",), ips=("127.0.0.1",)).write(tmp_path, "s")
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -31,13 +31,13 @@ def test_serving_certificate_verifies_against_its_ca_for_loopback(tmp_path: Path
 
 
 def test_client_certificate_carries_groups_as_organizations() -> None:
-    pair = CertificateAuthority().issue_client("admin", ("system:masters",))
+    pair = new_ca().issue_client("admin", ("system:masters",))
     cert = x509.load_pem_x509_certificate(pair.cert_pem)
     assert cert.subject.rfc4514_string() == "O=system:masters,CN=admin"
 
 
 def test_kubeconfig_points_at_server_with_embedded_credentials() -> None:
-    ca = CertificateAuthority()
+    ca = new_ca()
     config = json.loads(kubeconfig_yaml("https://127.0.0.1:1234", ca.cert_pem, ca.issue_client("a")))
     assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:1234"
     assert config["current-context"] == "local"

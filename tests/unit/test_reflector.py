@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeClock, settle
 
 from atc.k8s.client import KubeClient, KubeError
-from atc.k8s.reflector import EventType, Reflector, RetryBackoff, changed_beyond_status
+from atc.k8s.reflector import EventType, Reflector, changed_beyond_status, retry_backoff
 from atc.model.types import Object
 
 PATH = "/api/v1/namespaces/ns/configmaps"
@@ -220,7 +220,7 @@ async def test_failures_are_retried_with_backoff(
 
 
 def test_retry_backoff_doubles_to_thirty_seconds() -> None:
-    backoff = RetryBackoff()
+    backoff = retry_backoff()
     assert [backoff.next_delay() for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     backoff.reset()
     assert backoff.next_delay() == 0.5

@@ -392,7 +392,7 @@ class Cluster:
         self.kubeconfig_path.parent.mkdir(parents=True, exist_ok=True)
 
     def _write_pki_and_kubeconfig(self, server: str) -> None:
-        ca = pki.CertificateAuthority("devcluster-ca")
+        ca = pki.new_ca("devcluster-ca")
         ca.keypair.write(self.pki_dir, "ca")
         ca.issue_serving(
             "kube-apiserver",

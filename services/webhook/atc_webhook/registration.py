@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
-from atc.k8s.reflector import RetryBackoff
+from atc.k8s.reflector import retry_backoff
 from atc.model.webhook_configs import VALIDATING_CONFIGS_PATH, WebhookTarget, static_webhook_configs, webhook_paths
 
 log = logging.getLogger("atc.webhook.registration")
@@ -57,7 +57,7 @@ class Registrar:
 
     async def run(self) -> None:
         """Apply now, retrying with backoff, then again after every ``refresh``; until cancelled."""
-        backoff = RetryBackoff()
+        backoff = retry_backoff()
         while True:
             await self._refresh.wait()
             self._refresh.clear()

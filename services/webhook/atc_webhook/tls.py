@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import os
 import ssl
@@ -28,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from atc.model.clock import Clock, MonotonicClock
+from atc.service.certificates import CertificateAuthority
 
 from . import metrics
 from .settings import WebhookSettings
@@ -44,7 +41,6 @@ GENERATED_CERT = "server.crt"
 GENERATED_KEY = "server.key"
 CA_DAYS = 365
 SERVING_DAYS = 90
-_BACKDATE = datetime.timedelta(minutes=5)
 
 Fingerprint = tuple[tuple[int, int, int], ...]
 
@@ -102,74 +98,6 @@ def ensure_tls_files(settings: WebhookSettings) -> TlsFiles:
     return files
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
-) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + datetime.timedelta(days=days))
-    )
-
-
-def _ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    cert = (
-        _builder(_name(common_name), _name(common_name), key, CA_DAYS)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _serving(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, dns_names: Sequence[str], ips: Sequence[str]
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-    cert = (
-        _builder(_name(dns_names[0] if dns_names else "atc-webhook"), ca.subject, key, SERVING_DAYS)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
 def _write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -180,15 +108,12 @@ def _write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def generate_certificates(files: TlsFiles, dns_names: Sequence[str], ips: Sequence[str]) -> None:
     """Write a new CA (when ``files.ca_cert`` is set) and a serving certificate and key signed by it."""
-    ca, ca_key = _ca("atc-webhook-ca")
-    cert, key = _serving(ca, ca_key, dns_names, ips)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write_atomically(files.server_key, key_pem, 0o600)
-    _write_atomically(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+    ca = CertificateAuthority.create("atc-webhook-ca", days=CA_DAYS, path_length=0)
+    serving = ca.issue_serving(dns_names[0] if dns_names else "atc-webhook", dns_names, ips, days=SERVING_DAYS)
+    _write_atomically(files.server_key, serving.key_pem, 0o600)
+    _write_atomically(files.server_cert, serving.cert_pem)
     if files.ca_cert:
-        _write_atomically(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM))
+        _write_atomically(files.ca_cert, ca.cert_pem)
 
 
 # ----------------------------------------------------------------------------------------------- reloading

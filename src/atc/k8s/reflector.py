@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
 from atc.k8s.client import KubeClient, KubeError
+from atc.model.backoff import Backoff
 from atc.model.clock import Clock, MonotonicClock
 from atc.model.types import Object
 
@@ -42,11 +43,11 @@ __all__ = [
     "Handler",
     "Reflector",
     "ResourceExpiredError",
-    "RetryBackoff",
     "cache_key",
     "changed_beyond_status",
     "object_key",
     "resource_version",
+    "retry_backoff",
 ]
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
@@ -101,21 +102,9 @@ def _status_error(status: Object) -> Exception:
     return KubeError(code, message, str(status.get("reason") or ""), status)
 
 
-class RetryBackoff:
-    """Delays for retrying a failing list or watch: ``initial`` doubling up to ``maximum``."""
-
-    def __init__(self, initial: float = RETRY_INITIAL_SECONDS, maximum: float = RETRY_MAX_SECONDS) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._next = initial
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._initial
+def retry_backoff(maximum: float = RETRY_MAX_SECONDS) -> Backoff:
+    """Delays for retrying a failing list or watch: 0.5 s doubling up to ``maximum``."""
+    return Backoff(RETRY_INITIAL_SECONDS, maximum)
 
 
 class Reflector:
@@ -151,7 +140,7 @@ class Reflector:
         self._page_size = page_size
         self._watch_timeout = watch_timeout_seconds
         self._clock: Clock = clock or MonotonicClock()
-        self._backoff = RetryBackoff(maximum=retry_max_seconds)
+        self._backoff = retry_backoff(retry_max_seconds)
         self._cache: dict[str, Object] = {}
         self._resource_version = ""
         self._needs_list = True
