@@ -3,7 +3,7 @@
 Started by ``tests/conformance/test_yoke_suite.py`` as its own process against a fresh local control
 plane, it:
 
-- applies the Helm chart's ServiceAccounts and RBAC in namespace ``atc`` (``tests/deployed.py``, with
+- applies the Helm chart's ServiceAccounts and RBAC in namespace ``atc`` (``tools/deployed.py``, with
   the values in ``values.yaml`` beside this file) and runs ``atc-webhook`` and ``atc-controller``
   as those accounts (token kubeconfigs), never as an admin;
 - runs each service in a private mount namespace whose ``/etc/hosts`` also maps the name

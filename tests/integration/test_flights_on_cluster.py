@@ -1,6 +1,6 @@
 """Go flights built with yoke's SDK, run by our runtime, looking things up in the real control plane.
 
-Covers the host ABI end to end (spec 10.4, 10.5): an owned Secret is found,
+Covers the host ABI end to end (docs/flight-runtime.md, "Host functions (yoke's ABI)"): an owned Secret is found,
 an unowned one is forbidden with yoke's message, a matcher grants access, a
 missing one is state 3, and without cluster access the state is 1; REST
 mapping finds built-in kinds and kinds of a CRD created a moment ago; a

@@ -58,7 +58,7 @@ async def test_deployment_becomes_ready_when_kwok_makes_it_available(api: KubeCl
 
     replicasets = await api.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets", query={"labelSelector": "app=web"})
     replicaset = replicasets["items"][0]
-    assert "updatedReplicas" not in replicaset["status"]  # why yoke's ReplicaSet rule (QUIRK 15.11) never passes
+    assert "updatedReplicas" not in replicaset["status"]  # why yoke's ReplicaSet rule never passes
     replicaset.update(apiVersion="apps/v1", kind="ReplicaSet")
     assert await is_ready(api, replicaset)
 

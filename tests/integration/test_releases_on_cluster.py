@@ -1,4 +1,4 @@
-"""Revision Secrets on the real API server (spec 6.6): create, list, read back, cap, migrate, delete."""
+"""Revision Secrets on the real API server: create, list, read back, cap, migrate, delete."""
 
 from __future__ import annotations
 

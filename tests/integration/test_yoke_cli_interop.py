@@ -1,4 +1,4 @@
-"""The real ``yoke`` CLI (v0.20.12) and atc.release.revisions read and write the same releases (spec 6.6, 14.3).
+"""The real ``yoke`` CLI (v0.20.12) and atc.release.revisions read and write the same releases.
 
 One direction: revisions written by ``create_revision`` are listed, shown and diffed by ``yoke
 blackbox``, restored by ``yoke descent`` and deleted by ``yoke mayday``. The other: a release written

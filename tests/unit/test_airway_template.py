@@ -1,4 +1,4 @@
-"""The CRD an Airway declares: yoke's template mutations, storage version, conversion, ownership (spec 4.3)."""
+"""The CRD an Airway declares: yoke's template mutations, storage version, conversion, ownership."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_status_subresource_is_always_set() -> None:
 
 
 def test_user_scale_subresource_is_kept() -> None:
-    # yoke drops it (QUIRK 15.12); keeping it is harmless and lets HPAs and `kubectl scale` work.
+    # yoke drops it (docs/compatibility.md, "Others"); keeping it is harmless and lets HPAs and `kubectl scale` work.
     scale = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
     assert mutated_version(subresources={"scale": scale})["subresources"] == {"status": {}, "scale": scale}
 
@@ -172,7 +172,7 @@ def test_condition_property_types_are_compared_with_their_key_path() -> None:
 
 
 def test_extra_condition_properties_are_allowed() -> None:
-    # yoke rejects them with `<key>: expected type "" but got "<type>"` (QUIRK 15.14).
+    # yoke rejects them with `<key>: expected type "" but got "<type>"`.
     items = copy.deepcopy(conditions_schema()["items"])
     items["properties"]["severity"] = {"type": "string"}
     conditions = {**conditions_schema(), "items": items}

@@ -1,4 +1,4 @@
-"""Status conditions: apimachinery's SetStatusCondition semantics and yoke's MeetsConditions (spec 11.1, 11.3)."""
+"""Status conditions: apimachinery's SetStatusCondition semantics and yoke's MeetsConditions."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ is kept as yoke means to. Everything else is the converter's.
 from __future__ import annotations
 
 from atc.model.types import Object
-from atc_webhook.validation import keep_from_original
+from atc_webhook.conversion import keep_from_original
 
 
 def test_metadata_the_converter_dropped_comes_back_from_the_request() -> None:

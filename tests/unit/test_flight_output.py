@@ -1,4 +1,4 @@
-"""Flight stdout becomes stages of objects (spec 6.3)."""
+"""Flight stdout becomes stages of objects."""
 
 from __future__ import annotations
 

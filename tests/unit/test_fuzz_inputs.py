@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -20,7 +19,7 @@ from atc.release.stages import OutputError, parse_stages
 from atc.release.takeoff import TakeoffError, TakeoffRequest, _check_cross_namespace, _decorate, privileged
 from atc_webhook.admission import ReviewDecodeError, parse_review
 from atc_webhook.comparison import changed_yoke_annotations, is_noop_update, modifies_desired
-from atc_webhook.routers.resources import static_decision
+from atc_webhook.decisions import static_verdict
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,10 +57,9 @@ def test_the_guard_decides_on_any_objects(old: dict[str, Any], new: dict[str, An
     changed_yoke_annotations(old, new)
     is_noop_update(old, new)
     modifies_desired(new, desired)
-    caches = SimpleNamespace(desired_object=lambda *_: desired)
     body = {"request": {"uid": "u", "operation": "UPDATE", "object": new, "oldObject": old, "userInfo": {}}}
     review = parse_review(json.dumps(body).encode())
-    verdict = static_decision(cast(Any, SimpleNamespace(caches=caches)), review, old, new)
+    verdict = static_verdict(review, desired)
     assert isinstance(verdict.allowed, bool)
 
 

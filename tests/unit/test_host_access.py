@@ -1,4 +1,4 @@
-"""Host-function answers: access rules, matcher grammar, error states and lookup tracking (spec 8.3, 10.4, 10.5)."""
+"""Host-function answers: access rules, matcher grammar, error states and lookup tracking."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+from atc.model.constants import ANNOTATION_OVERRIDE_MODE
 from atc_controller.children import ChildChange
 from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
 
@@ -98,6 +99,24 @@ def test_an_instance_not_reconciled_yet_is_queued_when_its_mode_follows_children
     assert rec.child_changed(KEY, CHILD, "7")
     assert enqueued(rec) == [(rec.controller_name, KEY)]
     assert not reconciler(instance, mode="standard").child_changed(KEY, CHILD, "7")
+
+
+def instance_with_mode(mode: str) -> dict[str, Any]:
+    """The instance ``team/c4ts`` with the ``overrides.yoke.cd/mode`` annotation."""
+    return {"metadata": {"name": "c4ts", "namespace": "team", "annotations": {ANNOTATION_OVERRIDE_MODE: mode}}}
+
+
+def test_an_instance_not_reconciled_yet_follows_its_mode_override() -> None:
+    rec = reconciler(instance_with_mode("dynamic"), mode="standard")
+    assert rec.child_changed(KEY, CHILD, "7")
+    assert enqueued(rec) == [(rec.controller_name, KEY)]
+    assert not reconciler(instance_with_mode("static"), mode="dynamic").child_changed(KEY, CHILD, "7")
+
+
+def test_a_signal_for_an_instance_missing_from_the_cache_is_ignored() -> None:
+    rec = reconciler(None, mode="dynamic")
+    assert not rec.child_changed(KEY, CHILD, "7")
+    assert enqueued(rec) == []
 
 
 def change(**fields: Any) -> ChildChange:

@@ -1,7 +1,7 @@
 """The controller's takeoff of an instance and the webhook's dry run of it are the same request.
 
 Both go through ``atc.release.instance_request.instance_takeoff_request``; these tests call each
-caller the way it runs (the reconciler's ``_request``, the webhook's ``check_instance``) with the
+caller the way it runs (the reconciler's ``_request``, the webhook's ``admit_instance``) with the
 flight module and the takeoff stubbed out, and compare what they would send. A dry run that differs
 from the real takeoff would, under the same field manager, strip yoke's annotations from children
 and be refused by ``atc-resources``: the bug this guards against.
@@ -26,6 +26,8 @@ from atc.release.takeoff import TakeoffRequest
 from atc_controller.reconcilers import instance as reconciler_module
 from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
 from atc_webhook import validation
+from atc_webhook.admission import Review
+from atc_webhook.routers.flights import admit_instance
 
 MODULE = cast(Any, SimpleNamespace(url="oci://registry/flight", sha256="ab", sha1="cd"))
 
@@ -77,8 +79,12 @@ async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.M
     monkeypatch.setattr(validation, "takeoff", takeoff)
     monkeypatch.setattr(validation, "_gateway", lambda _: "webhook-gateway")
     services = SimpleNamespace(modules=None, cluster=None, defaults=FlightDefaults())
-    review = {"operation": "CREATE", "object": obj, "userInfo": {"username": "someone"}}
-    verdict = await validation.check_instance(cast(Any, services), airway_obj, review)
+    review = Review(
+        "admission.k8s.io/v1",
+        "AdmissionReview",
+        {"operation": "CREATE", "object": obj, "userInfo": {"username": "someone"}},
+    )
+    verdict = await admit_instance(cast(Any, services), airway_obj, review)
     assert verdict.allowed, verdict
     assert len(captured) == 1
     return captured[0]

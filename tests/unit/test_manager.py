@@ -149,6 +149,114 @@ async def test_unregister_drops_queued_items(name: str, caplog: pytest.LogCaptur
     assert not manager.is_registered(name)
 
 
+async def test_unregister_drops_the_controllers_queue(name: str) -> None:
+    manager = manager_with(1)
+    manager.register(name, Recorder())
+    assert manager.queues.queue(name) is not None
+    manager.unregister(name)
+    assert manager.queues.queue(name) is None
+    assert name not in manager.queues.names
+
+
+async def test_a_controller_registered_again_does_not_reconcile_a_key_the_old_one_still_runs(name: str) -> None:
+    """An Airway's instance controller replaced (``instance:<airway>`` unregistered and registered again)."""
+    gate = asyncio.Event()
+    running_now: set[str] = set()
+    overlaps: list[str] = []
+
+    def tracking(gated: bool) -> Callable[[str], Awaitable[Result]]:
+        async def behaviour(key: str) -> Result:
+            if key in running_now:
+                overlaps.append(key)
+            running_now.add(key)
+            if gated:
+                await gate.wait()
+            running_now.discard(key)
+            return Result()
+
+        return behaviour
+
+    manager = manager_with(2)
+    old, new = Recorder(tracking(gated=True)), Recorder(tracking(gated=False))
+    manager.register(name, old)
+    async with running(manager):
+        manager.enqueue(name, "ns/a")
+        await until(lambda: old.keys == ["ns/a"], "the old controller reconciles ns/a")
+        manager.unregister(name)
+        manager.register(name, new)
+        manager.enqueue(name, "ns/a")
+        manager.enqueue(name, "ns/b")
+        await until(lambda: new.keys == ["ns/b"], "the new controller reconciles another key at once")
+        await asyncio.sleep(0.05)
+        assert new.keys == ["ns/b"], "ns/a waits for the old reconcile"
+        gate.set()
+        await until(lambda: new.keys == ["ns/b", "ns/a"], "ns/a reconciled by the new controller after the old run")
+    assert overlaps == []
+
+
+async def test_a_busy_controller_does_not_delay_the_others(name: str) -> None:
+    """1,000 keys of one Airway queued before another's single key: that key is among the first reconciled."""
+    workers = 4
+    order: list[str] = []
+
+    async def record(key: str) -> Result:
+        order.append(key)
+        await asyncio.sleep(0)
+        return Result()
+
+    manager = manager_with(workers)
+    busy, quiet = Recorder(record), Recorder(record)
+    manager.register(f"{name}-busy", busy)
+    manager.register(f"{name}-quiet", quiet)
+    for n in range(1000):
+        manager.enqueue(f"{name}-busy", f"ns/busy-{n}")
+    manager.enqueue(f"{name}-quiet", "ns/quiet")
+    async with running(manager):
+        await until(lambda: len(order) == 1001, "every key reconciled")
+    assert order.index("ns/quiet") < workers + 1
+
+
+async def test_a_key_enqueued_while_a_busy_controller_runs_waits_at_most_a_round(name: str) -> None:
+    workers = 3
+    order: list[str] = []
+    enqueued_at: list[int] = []
+
+    async def busy(key: str) -> Result:
+        order.append(key)
+        if len(order) == 100:
+            manager.enqueue(f"{name}-quiet", "ns/quiet")
+            enqueued_at.append(len(order))
+        await asyncio.sleep(0)
+        return Result()
+
+    async def quiet(key: str) -> Result:
+        order.append(key)
+        return Result()
+
+    manager = manager_with(workers)
+    manager.register(f"{name}-busy", Recorder(busy))
+    manager.register(f"{name}-quiet", Recorder(quiet))
+    for n in range(500):
+        manager.enqueue(f"{name}-busy", f"ns/busy-{n}")
+    async with running(manager):
+        await until(lambda: len(order) == 501, "every key reconciled")
+    assert order.index("ns/quiet") - enqueued_at[0] < workers + 1
+
+
+async def test_every_queue_is_open_while_running_and_fresh_after_a_stop(name: str) -> None:
+    manager = manager_with(1)
+    manager.register(name, Recorder())
+    async with running(manager):
+        await until(lambda: manager.running, "the manager runs")
+        assert manager.queues.all_open
+        first_term = manager.queues
+    assert not manager.running
+    assert first_term.is_shut_down
+    assert manager.queues is not first_term
+    assert manager.queues.all_open, "ready for the next run"
+    assert manager.queues.names == [name]
+
+
 async def test_graceful_stop_waits_for_the_running_reconcile(name: str) -> None:
     gate = asyncio.Event()
     finished: list[str] = []

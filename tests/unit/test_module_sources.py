@@ -1,8 +1,8 @@
 """Where flight modules come from, pure parts: allow-list globs, checksums, local files, URL parsing.
 
 Covers ``atc.wasm.globs`` (against Go's ``path.Match`` semantics), ``atc.wasm.checksum``
-(spec 5.3), the local-file and scheme handling of ``atc.wasm.sources`` and the
-reference parsing of ``atc.wasm.oci``. Network fetches are in
+(docs/flight-runtime.md, "From URL to running module"), the local-file and scheme handling of
+``atc.wasm.sources`` and the reference parsing of ``atc.wasm.oci``. Network fetches are in
 ``tests/integration/test_module_fetch.py``.
 """
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from atc_controller.core.probes import ProbeServer
-from atc_controller.core.workqueue import QueueKey, WorkQueue
+from atc_controller.core.workqueue import WorkQueue
 
 
 def free_port() -> int:
@@ -67,7 +67,7 @@ async def test_healthz_fails_when_a_liveness_check_raises(http: aiohttp.ClientSe
 
 
 async def test_metrics_expose_the_controller_registry(http: aiohttp.ClientSession) -> None:
-    WorkQueue().add(QueueKey("probe-test", "ns/a"))
+    WorkQueue("probe-test").add("ns/a")
     health, metrics = free_port(), free_port()
     server = ProbeServer(health, metrics, host="127.0.0.1")
     await server.start()

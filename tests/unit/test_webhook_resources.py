@@ -1,4 +1,8 @@
-"""``/validations/resources`` decisions over real caches fed by ``FakeKube`` (spec 9.5, DESIGN.md 3 and 4)."""
+"""``/validations/resources`` answered end to end: real caches fed by ``FakeKube``, the decision, the queued Events.
+
+The decisions alone, without fakes, are in ``test_webhook_decisions.py``; this is the route's wiring
+(docs/webhook.md, "The resources guard").
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from atc.model.types import Object
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, parse_review
 from atc_webhook.caches import WebhookCaches
 from atc_webhook.context import WebhookContext
-from atc_webhook.routers.resources import decide_resource_change
+from atc_webhook.routers.resources import admit_resource_change
 from atc_webhook.server import build_app
 from atc_webhook.settings import WebhookSettings
 from atc_webhook.signals import SignalWriter
@@ -102,7 +106,7 @@ class World:
         self.context = WebhookContext(settings, self.kube, self.caches, self.signals, tls)
 
     async def decide(self, request: Review) -> Verdict:
-        return await decide_resource_change(self.context, request)
+        return await admit_resource_change(self.context, request)
 
     def signalled(self) -> list[Object]:
         return [body for path, body in self.kube.posted if path.endswith("/events")]

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from atc.k8s.client import KubeClient
+from atc.k8s.crds import AIRWAYS_PATH, CLUSTERFLIGHTS_PATH, FLIGHTS_PATH, install_yoke_crds
 from atc.k8s.crds import CRD_PATH as CRDS_PATH
-from atc.k8s.crds import install_yoke_crds
 from atc.k8s.discovery import RestMapper
 from atc.k8s.events import EventRecorder
 from atc.k8s.gateway import LoopGateway
@@ -56,6 +56,8 @@ from .settings import ControllerSettings
 
 log = logging.getLogger("atc.controller")
 READINESS_CONFIGMAPS = "resource.yoke.cd/readiness in (lua,conditions)"
+EVENTS_PATH = "/api/v1/events"
+CONFIGMAPS_PATH = "/api/v1/configmaps"
 SIGNAL_REPLAY_WINDOW = datetime.timedelta(minutes=2)
 
 
@@ -68,7 +70,7 @@ def _enqueuer(manager: Manager, controller: str) -> Callable[[str, Object, Objec
 
     def handle(event_type: str, obj: Object, old: Object | None) -> None:
         if event_type == "MODIFIED" and old is not None and not changed_beyond_status(old, obj):
-            return  # status-only updates never trigger (spec 2)
+            return  # status-only updates never trigger (docs/controller.md, "The core")
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
         manager.enqueue(controller, key)
@@ -167,7 +169,7 @@ class Controller:
         airways = AirwayReconciler(context, reflectors["airways"])
         reflectors["signals"] = Reflector(
             context.kube,
-            "/api/v1/events",
+            EVENTS_PATH,
             name="signals",
             label_selector=SIGNAL_SELECTOR,
             handler=_signal_router(airways),
@@ -203,7 +205,7 @@ class Controller:
         resync = self.settings.resync_seconds or None
         airways = Reflector(
             kube,
-            "/apis/yoke.cd/v1alpha1/airways",
+            AIRWAYS_PATH,
             name="airways",
             handler=_enqueuer(manager, "airway"),
             resync_period=resync,  # a safety net: every Airway (and so its instance controller) is checked again
@@ -213,14 +215,14 @@ class Controller:
             "crds": Reflector(kube, CRDS_PATH, name="crds", handler=self._crd_forwarder(context, airways)),
             "Flight": Reflector(
                 kube,
-                "/apis/yoke.cd/v1alpha1/flights",
+                FLIGHTS_PATH,
                 name="flights",
                 handler=_enqueuer(manager, "flight"),
                 resync_period=resync,
             ),
             "ClusterFlight": Reflector(
                 kube,
-                "/apis/yoke.cd/v1alpha1/clusterflights",
+                CLUSTERFLIGHTS_PATH,
                 name="clusterflights",
                 handler=_enqueuer(manager, "clusterflight"),
                 resync_period=resync,
@@ -230,7 +232,7 @@ class Controller:
         if readiness is not None:
             reflectors["readiness"] = Reflector(
                 kube,
-                "/api/v1/configmaps",
+                CONFIGMAPS_PATH,
                 name="readiness-configmaps",
                 label_selector=READINESS_CONFIGMAPS,
                 handler=_readiness_rules(readiness),
@@ -241,7 +243,7 @@ class Controller:
     def _crd_forwarder(
         self, context: ControllerContext, airways: Reflector
     ) -> Callable[[str, Object, Object | None], None]:
-        """A CRD named like an Airway changed (or went away): reconcile that Airway (spec 2, forwarders)."""
+        """A CRD named like an Airway changed (or went away): reconcile that Airway."""
 
         def handle(event_type: str, crd: Object, old: Object | None) -> None:
             name = crd["metadata"]["name"]
@@ -264,8 +266,8 @@ class Controller:
             return self.crds_installed
 
         async def reconciling_when_leading() -> bool:
-            """A leader whose caches synced must have its workers taking items from an open queue."""
-            return not self.caches_synced or (manager.running and not manager.queue.is_shut_down)
+            """A leader whose caches synced must have its workers running and every controller's queue open."""
+            return not self.caches_synced or (manager.running and manager.queues.all_open)
 
         probes.add_liveness_check("event-loop", _loop_responsive)
         probes.add_liveness_check("workers", reconciling_when_leading)
@@ -282,7 +284,7 @@ class Controller:
 
 
 def _signal_router(airways: AirwayReconciler) -> Callable[[str, Object, Object | None], None]:
-    """Route the webhook's child-changed Events to the instance they are about (DESIGN.md section 4)."""
+    """Route the webhook's child-changed Events to their instances (docs/design.md, "The Events channel")."""
     started = datetime.datetime.now(datetime.UTC)
 
     def handle(event_type: str, event: Object, old: Object | None) -> None:

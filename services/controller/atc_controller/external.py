@@ -4,8 +4,8 @@ yoke follows these "external" objects with a cluster-wide admission webhook,
 so every write in the cluster pays an admission call. Here the controller
 watches exactly the objects instances looked up (one watch per object,
 field-selected by name, shared by every instance that follows it) and
-re-runs those instances when one is created, changed or deleted (DESIGN.md
-section 4). ``follow(controller, key, refs)`` is called after every takeoff
+re-runs those instances when one is created, changed or deleted (docs/design.md,
+"The Events channel"). ``follow(controller, key, refs)`` is called after every takeoff
 with the instance's current external refs; watches nobody follows stop.
 """
 

@@ -2,7 +2,7 @@
 
 Names and labels follow controller-runtime (``workqueue_*``,
 ``controller_runtime_*``, ``leader_election_master_status``) so existing
-dashboards work, plus the ATC's own ``atc_*`` metrics. The work queue, the
+dashboards work, plus the ATC's own ``atc_*`` metrics. The work queues, the
 manager, the leader elector, the reconcilers and the module cache update these
 objects; ``core.probes`` exposes ``REGISTRY``. Counters are declared without
 their ``_total`` suffix, which prometheus-client appends.

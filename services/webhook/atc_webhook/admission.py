@@ -1,4 +1,4 @@
-"""AdmissionReview v1 plumbing shared by every admission route (spec 9.1's response rules).
+"""AdmissionReview v1 plumbing shared by every admission route (docs/webhook.md, "Admission plumbing").
 
 - ``parse_review(body)``: the decoded review (``ReviewDecodeError`` when it is not one);
 - ``Verdict`` / ``allow`` / ``deny``: a decision; anything with ``allowed``, ``message`` and
@@ -11,7 +11,8 @@
   ``AdmissionHTTPError`` into a text/plain HTTP error (any other exception into 500 ``panic``, as
   yoke's middleware does), and records metrics and denial logs.
 
-Used by the routers in ``atc_webhook.routers``.
+Used by the routers in ``atc_webhook.routers``; ``atc_webhook.decisions`` builds its verdicts with
+``allow`` and ``deny`` and reads ``Review``.
 """
 
 from __future__ import annotations

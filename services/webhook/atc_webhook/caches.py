@@ -1,4 +1,4 @@
-"""The webhook's watch-backed read caches: admission answers from memory, no API call (DESIGN.md section 4).
+"""The webhook's watch-backed read caches: admission answers from memory, no API call (docs/webhook.md).
 
 ``WebhookCaches.run()`` keeps, from list + watch (``atc.k8s.reflector``):
 - **Airways**, by name and by the GroupKind (``Kind.group``) of their template;
@@ -15,7 +15,7 @@ yet counts as synced with no instances, and its reflector retries every few seco
 such as the controller marking it Ready, retries at once; the same holds for Airways before the
 controller installed their CRD; an Airway whose instances the webhook's RBAC may not list counts as
 synced too, and its reflector keeps retrying and logging the 403). The routers read the caches through
-``airway_for``, ``instance`` and ``desired_object``.
+``airway``, ``instance`` and ``desired_object`` before they decide.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure comparisons behind ``/validations/resources`` (spec 9.5 and QUIRK 15.2, as DESIGN.md section 3 intends).
+"""Pure comparisons behind ``/validations/resources`` (docs/webhook.md, "The resources guard").
 
 - ``changed_yoke_annotations(prev, next)``: which of yoke's ownership annotations an update changes;
   ``annotations_message`` words the denial (``cannot modify yoke annotations: <a>``, or a bullet list);
@@ -10,7 +10,7 @@
   and labels or annotations the flight did not set are therefore harmless; changing or removing a
   field the flight set is not.
 
-Called by ``atc_webhook.routers.resources``.
+Called by ``atc_webhook.decisions``.
 """
 
 from __future__ import annotations

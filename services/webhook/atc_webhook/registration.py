@@ -7,7 +7,7 @@ failurePolicy Fail it would block every write it matches). It retries until the
 API server accepts them and applies them again when ``refresh`` is called (the
 TLS watcher does when the CA file changes, so the caBundle follows). It never
 deletes them: in a cluster the chart owns them, and a replica shutting down
-must not disable admission for the others (DESIGN.md section 3).
+must not disable admission for the others (docs/webhook.md).
 
 ``atc_webhook.server`` creates and runs it.
 """

@@ -48,14 +48,13 @@ from atc.wasm.engine import FlightEngine
 
 from . import metrics
 from .caches import WebhookCaches
-from .context import WebhookContext
+from .context import FlightServices, WebhookContext
 from .limits import BodyLimit
 from .registration import Registrar
 from .routers import flights, resources
 from .settings import WebhookSettings
 from .signals import SignalWriter
 from .tls import CertificateReloader, TlsFiles, ensure_tls_files
-from .validation import FlightServices
 
 log = logging.getLogger("atc.webhook")
 

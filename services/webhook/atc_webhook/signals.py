@@ -18,6 +18,7 @@ import logging
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.signals import ChildChange, child_changed_event
+from atc.model.backoff import Backoff
 
 from . import metrics
 
@@ -26,6 +27,7 @@ log = logging.getLogger("atc.webhook.signals")
 WORKERS = 4
 ATTEMPTS = 5
 FIRST_RETRY_SECONDS = 0.2
+MAX_RETRY_SECONDS = 5.0
 FULL_WAIT_SECONDS = 1.0
 _RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
 
@@ -102,7 +104,7 @@ class SignalWriter:
         """POST the Event for ``change``, retrying what may pass; False (logged) when it could not be written."""
         event = child_changed_event(change, reporting_instance=self._reporting_instance)
         path = f"/api/v1/namespaces/{event['metadata']['namespace']}/events"
-        delay = FIRST_RETRY_SECONDS
+        backoff = Backoff(FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS)
         for attempt in range(1, self._attempts + 1):
             try:
                 await self._kube.request("POST", path, body=event)
@@ -111,8 +113,7 @@ class SignalWriter:
                     metrics.SIGNALS.labels(result="failed").inc()
                     log.error("failed to record child change", extra={**_describe(change), "error": str(exc)})
                     return False
-                await asyncio.sleep(delay)
-                delay *= 2
+                await asyncio.sleep(backoff.next_delay())
                 continue
             metrics.SIGNALS.labels(result="created").inc()
             return True

@@ -1,47 +1,45 @@
-"""Admission decisions that need a flight: Airways, Flights and Airway instances (spec 9.2-9.4), and conversion (9.7).
+"""Performs the checks the admission decisions ask for (``atc_webhook.decisions.Check``): the I/O of admission.
 
-Each ``check_*`` takes the decoded admission request and returns a ``Verdict``;
-the routes in ``routers/flights.py`` turn it into an AdmissionReview answer.
-Instances and Flights are dry-run through the takeoff pipeline (flight run,
-then a server-side dry-run apply of every stage) so a bad input is refused
-with the flight's own error text before it is stored. ``convert`` runs an
-Airway's converter flight on a ConversionReview and keeps each object's
-status (yoke drops it: QUIRK 15.5).
+``run_check(services, check)`` performs one check and returns its denial, or None when it passes:
+- ``AuthorizeOverrides``: a SubjectAccessReview for updating Airways (a failed review is HTTP 500);
+- ``ValidateAirwayModules``: the Airway's flight and converter modules are fetched and verified, not
+  compiled (the compiles go on in the background, so the first instance's dry run finds them ready);
+- ``DryRunCrd``: a server-side dry-run apply of the Airway's CRD;
+- ``DryRunFlight`` / ``DryRunInstance``: the module is loaded (waiting a bounded time for a compile),
+  then the takeoff pipeline runs as a dry run (flight run, then a dry-run apply of every stage), so a
+  bad input is refused with the flight's own error text before it is stored.
 
-Deliberate differences from yoke: a module that cannot be loaded denies the
-request with the reason instead of failing the webhook call with HTTP 404
-(QUIRK 15.20), and an Airway that is being deleted is admitted without
-re-validation so its finalizer can always be removed (QUIRK 15.16).
+A module that cannot be loaded denies the request with the reason instead of failing the webhook
+call with HTTP 404 as yoke does (docs/compatibility.md). Called by ``atc_webhook.routers.flights``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from typing import assert_never
 
-from atc.k8s.client import KubeClient, KubeError
+from atc.k8s.client import KubeError
 from atc.k8s.gateway import LoopGateway
-from atc.model.airway_template import airway_crd
-from atc.model.constants import (
-    ANNOTATION_OVERRIDE_FLIGHT,
-    ANNOTATION_OVERRIDE_MODE,
-    FIELD_MANAGER_APPLY,
-)
+from atc.model.constants import FIELD_MANAGER_APPLY
 from atc.model.gocompat import DurationError
-from atc.model.specs import AirwaySpec, FlightSpec
 from atc.model.types import Object
 from atc.release.flight_request import flight_takeoff_request
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
-from atc.release.invocation import FlightDefaults, converter_invocation, timeout_seconds
-from atc.release.takeoff import Cluster, TakeoffError, takeoff
-from atc.wasm.cache import LoadedModule, ModuleCache
+from atc.release.takeoff import TakeoffError, takeoff
+from atc.wasm.cache import LoadedModule
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
-from atc.wasm.runner import FlightError, run_flight_async
-from atc_webhook.admission import AdmissionHTTPError, Verdict, allow, deny
-from atc_webhook.limits import decode_json
+
+from .admission import AdmissionHTTPError, Verdict, deny
+from .context import FlightServices
+from .decisions import (
+    AuthorizeOverrides,
+    Check,
+    DryRunCrd,
+    DryRunFlight,
+    DryRunInstance,
+    ValidateAirwayModules,
+)
 
 DRY_RUN_FAILED = (
     "applying resource returned errors during dry-run. "
@@ -54,52 +52,54 @@ INSTANCE_MODULE_WAIT_SECONDS = 7.0
 FLIGHT_MODULE_WAIT_SECONDS = 25.0
 
 
-@dataclass(frozen=True)
-class FlightServices:
-    """What the flight-running checks need: the API, the flight runtime and the module cache."""
+async def run_check(services: FlightServices, check: Check) -> Verdict | None:
+    """Perform ``check``: its denial, or None when it passes."""
+    match check:
+        case AuthorizeOverrides():
+            return await authorize_overrides(services, check)
+        case ValidateAirwayModules():
+            return await validate_airway_modules(services, check)
+        case DryRunCrd():
+            return await dry_run_crd(services, check)
+        case DryRunFlight():
+            return await dry_run_flight(services, check)
+        case DryRunInstance():
+            return await dry_run_instance(services, check)
+        case _:
+            assert_never(check)
 
-    cluster: Cluster
-    modules: ModuleCache
-    allow_list: tuple[str, ...] = ()
-    defaults: FlightDefaults = field(default_factory=FlightDefaults)
 
-    @property
-    def kube(self) -> KubeClient:
-        return self.cluster.kube
+# ----------------------------------------------------------------------------------------------- overrides
+async def authorize_overrides(services: FlightServices, check: AuthorizeOverrides) -> Verdict | None:
+    """Deny Forbidden unless the user may update Airways (the permission the override annotations require)."""
+    if await may_update_airways(services, check.user):
+        return None
+    return deny("Forbidden", OVERRIDE_FORBIDDEN)
+
+
+async def may_update_airways(services: FlightServices, user: Object) -> bool:
+    """The SubjectAccessReview's answer; a review that cannot be made is HTTP 500."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user.get("username", ""),
+            "uid": user.get("uid", ""),
+            "groups": user.get("groups") or [],
+            "resourceAttributes": {"verb": "update", "group": "yoke.cd", "version": "v1alpha1", "resource": "airways"},
+        },
+    }
+    try:
+        answer = await services.kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+    except KubeError as exc:
+        raise AdmissionHTTPError(500, f"failed to perform access review: {exc}") from None
+    return bool((answer.get("status") or {}).get("allowed"))
 
 
 # ----------------------------------------------------------------------------------------------- airways
-async def check_airway(services: FlightServices, airway: Object) -> Verdict:
-    """``/validations/airways.yoke.cd``: modules load, and the CRD template is accepted by a dry-run."""
-    if (airway.get("metadata") or {}).get("deletionTimestamp"):
-        return allow()  # being deleted: let the finalizer go
-    try:
-        spec = AirwaySpec.model_validate(airway.get("spec") or {})
-    except ValueError as exc:
-        return deny("Invalid", f"invalid airway spec: {exc}")
-    problem = await _modules_problem(services, spec)
-    if problem:
-        return deny("Invalid", problem)
-    crd = airway_crd(airway, copy.deepcopy(spec.template))
-    try:
-        await services.kube.apply(
-            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}",
-            crd,
-            field_manager=FIELD_MANAGER_APPLY,
-            dry_run=True,
-        )
-    except KubeError as exc:
-        return deny("Invalid", f"invalid crd template: {exc}")
-    return allow()
-
-
-async def _modules_problem(services: FlightServices, spec: AirwaySpec) -> str:
-    """Why the Airway's flight or converter module is unusable ('' when both are fine), found without compiling.
-
-    Both are fetched and verified at once; their compiles then run in the background, so the first
-    instance's dry run finds them ready. yoke compiles both inside this request, which a pair of
-    large modules cannot finish within the API server's 30 s webhook timeout.
-    """
+async def validate_airway_modules(services: FlightServices, check: ValidateAirwayModules) -> Verdict | None:
+    """Deny Invalid when the flight or the converter module cannot be fetched or verified."""
+    spec = check.spec
     wanted = [
         (label, url, checksum)
         for label, url, checksum in (
@@ -114,10 +114,32 @@ async def _modules_problem(services: FlightServices, spec: AirwaySpec) -> str:
     )
     for (label, url, _), outcome in zip(wanted, outcomes, strict=True):
         if isinstance(outcome, ModuleError):
-            return f'failed to validate {label} url "{url}": {outcome}'
+            return deny("Invalid", f'failed to validate {label} url "{url}": {outcome}')
         if isinstance(outcome, BaseException):
             raise outcome
-    return ""
+    return None
+
+
+async def dry_run_crd(services: FlightServices, check: DryRunCrd) -> Verdict | None:
+    """Deny Invalid when the API server refuses the CRD in a server-side dry-run apply."""
+    try:
+        await services.kube.apply(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{check.crd['metadata']['name']}",
+            check.crd,
+            field_manager=FIELD_MANAGER_APPLY,
+            dry_run=True,
+        )
+    except KubeError as exc:
+        return deny("Invalid", f"invalid crd template: {exc}")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- modules
+class ModuleStillCompilingError(ModuleError):
+    """The module is being compiled and the request cannot wait for it (the API server would time out)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the flight module is still being compiled after {seconds:.0f}s; try again in a few seconds")
 
 
 async def _loaded_within(seconds: float, load: Awaitable[LoadedModule]) -> LoadedModule:
@@ -128,21 +150,14 @@ async def _loaded_within(seconds: float, load: Awaitable[LoadedModule]) -> Loade
         raise ModuleStillCompilingError(seconds) from None
 
 
-class ModuleStillCompilingError(ModuleError):
-    """The module is being compiled and the request cannot wait for it (the API server would time out)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the flight module is still being compiled after {seconds:.0f}s; try again in a few seconds")
+def _gateway(services: FlightServices) -> LoopGateway:
+    return LoopGateway(services.kube, services.cluster.mapper, asyncio.get_running_loop())
 
 
 # ----------------------------------------------------------------------------------------------- flights
-async def check_flight(services: FlightServices, flight: Object, kind: str) -> Verdict:
-    """``/validations/flights.yoke.cd``: a dry-run takeoff of the Flight or ClusterFlight."""
-    try:
-        spec = FlightSpec.model_validate(flight.get("spec") or {})
-        timeout = timeout_seconds(spec.timeout)
-    except (ValueError, DurationError) as exc:
-        return deny("BadRequest", str(exc))
+async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdict | None:
+    """Deny when the Flight's module cannot be loaded or its dry-run takeoff fails."""
+    spec = check.spec
     try:
         load = services.modules.load(spec.wasm_url, checksum=spec.checksum, insecure=spec.insecure)
         module = await _loaded_within(FLIGHT_MODULE_WAIT_SECONDS, load)
@@ -151,11 +166,11 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
     except ModuleError as exc:
         return deny("InternalError", str(exc))
     request = flight_takeoff_request(
-        flight,
-        kind,
+        check.flight,
+        check.kind,
         spec,
         module,
-        timeout=timeout,
+        timeout=check.timeout,
         defaults=services.defaults,
         gateway=_gateway(services),
         dry_run=True,
@@ -164,62 +179,25 @@ async def check_flight(services: FlightServices, flight: Object, kind: str) -> V
         await takeoff(services.cluster, request)
     except TakeoffError as exc:
         return deny("BadRequest", str(exc))
-    return allow("successful dryrun validation")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- instances
-def _gateway(services: FlightServices) -> LoopGateway:
-    return LoopGateway(services.kube, services.cluster.mapper, asyncio.get_running_loop())
-
-
-def override_annotations(obj: Object | None) -> tuple[str, str]:
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(ANNOTATION_OVERRIDE_FLIGHT, ""), annotations.get(ANNOTATION_OVERRIDE_MODE, "")
-
-
-async def may_override(kube: KubeClient, user: Object) -> bool:
-    """SubjectAccessReview: may this user update Airways (the permission the overrides require)?"""
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": user.get("username", ""),
-            "uid": user.get("uid", ""),
-            "groups": user.get("groups") or [],
-            "resourceAttributes": {"verb": "update", "group": "yoke.cd", "version": "v1alpha1", "resource": "airways"},
-        },
-    }
+async def dry_run_instance(services: FlightServices, check: DryRunInstance) -> Verdict | None:
+    """Deny when the instance's module cannot be loaded, its input cannot be read, or its dry-run takeoff fails."""
     try:
-        answer = await kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
-    except KubeError as exc:
-        raise AdmissionHTTPError(500, f"failed to perform access review: {exc}") from None
-    return bool((answer.get("status") or {}).get("allowed"))
-
-
-async def check_instance(services: FlightServices, airway: Object, request: Object) -> Verdict:
-    """``/validations/{airway}``: override annotations need Airway update rights; then a dry-run takeoff."""
-    instance, old = request.get("object") or {}, request.get("oldObject")
-    overrides = override_annotations(instance)
-    changed = overrides != override_annotations(old) if request.get("operation") == "UPDATE" else any(overrides)
-    if changed and not await may_override(services.kube, request.get("userInfo") or {}):
-        return deny("Forbidden", OVERRIDE_FORBIDDEN)
-    spec = AirwaySpec.model_validate(airway["spec"])
-    if spec.skip_admission_webhook:
-        return allow("admission skipped")
-    try:
-        module = await _loaded_within(
-            INSTANCE_MODULE_WAIT_SECONDS, load_instance_module(services.modules, spec, instance)
-        )
-        takeoff_request = instance_takeoff_request(
-            airway,
-            spec,
-            instance,
+        load = load_instance_module(services.modules, check.spec, check.instance)
+        module = await _loaded_within(INSTANCE_MODULE_WAIT_SECONDS, load)
+        request = instance_takeoff_request(
+            check.airway,
+            check.spec,
+            check.instance,
             module,
             defaults=services.defaults,
             gateway=_gateway(services),
             dry_run=True,
         )
-        await takeoff(services.cluster, takeoff_request)
+        await takeoff(services.cluster, request)
     except ObjectPathError as exc:
         return deny("Invalid", f"failed to get object path: {exc.detail}")
     except ModuleNotAllowedError as exc:
@@ -228,55 +206,4 @@ async def check_instance(services: FlightServices, airway: Object, request: Obje
         return deny("Invalid", f"failed to get flight module from cache: {exc}")
     except (TakeoffError, DurationError) as exc:
         return deny("Invalid", f"{DRY_RUN_FAILED}: {exc}")
-    return allow("validation passed")
-
-
-# ----------------------------------------------------------------------------------------------- conversion
-async def convert(services: FlightServices, airway: Object, body: bytes) -> Object:
-    """Run the Airway's converter on a ConversionReview; the converted objects keep their status."""
-    spec = AirwaySpec.model_validate(airway["spec"])
-    try:
-        review = decode_json(body)
-        originals = review["request"]["objects"]
-        if not all(isinstance(obj, dict) for obj in originals):
-            raise ValueError("request objects must be JSON objects")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AdmissionHTTPError(400, f"could not Unmarshal request object: {exc}") from None
-    try:
-        module = await services.modules.load(
-            spec.wasm_urls.converter, checksum=spec.wasm_urls.converter_checksum, insecure=spec.insecure
-        )
-    except ModuleError as exc:
-        raise AdmissionHTTPError(500, f"failed to get converter module from cache: {exc}") from None
-    try:
-        invocation = converter_invocation(body, services.defaults)
-        result = await run_flight_async(services.cluster.engine, module.prepared, invocation)
-    except FlightError as exc:
-        raise AdmissionHTTPError(500, str(exc)) from None
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError as exc:
-        raise AdmissionHTTPError(500, f"failed to parse review response: {exc}") from None
-    review.update(answer)
-    converted = (review.get("response") or {}).get("convertedObjects") or []
-    for original, obj in zip(originals, converted, strict=False):
-        if isinstance(obj, dict):
-            keep_from_original(original, obj)
-    result_review: Object = review
-    return result_review
-
-
-def keep_from_original(original: Object, converted: Object) -> None:
-    """What a converted object must carry over from the one the API server sent.
-
-    ``status`` is kept (yoke means to and does not; docs/compatibility.md). ``metadata`` is restored when the converter
-    dropped it: the API server sends objects without metadata when server-side apply converts the
-    fields a manager owns, a Go converter then omits the empty ``metadata`` (``omitzero``), and the
-    API server refuses a converted object without metadata ("missing metadata in converted object").
-    It takes every field of metadata but labels and annotations from its own copy anyway.
-    """
-    if "status" in original:
-        converted["status"] = original["status"]
-    if not isinstance(converted.get("metadata"), dict):
-        metadata = original.get("metadata")
-        converted["metadata"] = copy.deepcopy(metadata) if isinstance(metadata, dict) else {}
+    return None

@@ -1,4 +1,4 @@
-"""Who a flight may see in the cluster, and what it looked at (spec 8.3, 10.4, 10.5).
+"""Who a flight may see in the cluster, and what it looked at (docs/flight-runtime.md, "Host functions (yoke's ABI)").
 
 Pure answer logic for yoke's two host functions: ``answer_lookup`` checks the
 invocation's ``ClusterAccess`` (granted at all; object owned by this release;
@@ -53,7 +53,7 @@ class ClusterGateway(Protocol):
 
 @dataclass
 class LookupTracker:
-    """Refs a flight looked up in one run (spec 8.3)."""
+    """Refs a flight looked up in one run: internal, external and candidate."""
 
     internal: set[str] = field(default_factory=set)
     external: set[str] = field(default_factory=set)
@@ -86,7 +86,7 @@ class HostAnswer:
 NOT_GRANTED = HostAnswer(State.FEATURE_NOT_GRANTED, b"feature not granted")
 
 
-# --------------------------------------------------------------------------- matchers (spec 10.5)
+# --------------------------------------------------------------------------- matchers (resourceAccessMatchers)
 def _split_matcher(text: str) -> tuple[str, str, str]:
     namespace, slash, rest = text.partition("/")
     if not slash:

@@ -1,4 +1,6 @@
-"""Server-side apply of many objects at once, as yoke applies a stage (spec 6.5).
+"""Server-side apply of many objects at once, as yoke applies a stage.
+
+The takeoff applies stage by stage (docs/controller.md, "The reconcile loop to read first").
 
 ``apply_all`` sends each object to its REST path (found through the
 discovery mapper) with field manager ``yoke``, in parallel with a bound.

@@ -3,8 +3,13 @@
 kubernetes-asyncio loads kubeconfig or in-cluster credentials (tokens, client
 certificates, exec plugins, refresh); this module sends plain JSON requests
 through it and turns error responses into ``KubeError`` with the API server's
-own message (``secrets "x" not found``). Used by both services for every
-API call: reconcilers, reflectors, the flight host functions, admission checks.
+own message (``secrets "x" not found``). Every API call of the project goes
+through a ``KubeClient``: in the library, apply, discovery, the reflector,
+readiness, Events, the yoke.cd CRDs (``atc.k8s``), revisions and pruning
+(``atc.release``), the flight host functions (through ``atc.k8s.gateway``) and
+the docker-config watcher (``atc.service.docker_secret``); in the services, the
+controller's reconcilers, child and external watches and Lease, and the
+webhook's caches, admission checks, Event writer and registration.
 """
 
 from __future__ import annotations

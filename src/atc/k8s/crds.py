@@ -1,4 +1,6 @@
-"""The ``yoke.cd`` CRDs the ATC installs at startup: airways, flights, clusterflights (spec 1.1).
+"""The ``yoke.cd`` CRDs the ATC installs at startup: airways, flights, clusterflights.
+
+They carry yoke's own schemas (docs/compatibility.md, "The same as yoke").
 
 ``yoke_crds`` builds the three CustomResourceDefinitions with yoke's generated
 schemas (``schemas/*.golden.json``, copied verbatim from yoke) and printer
@@ -25,6 +27,8 @@ from atc.model.types import Object
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 AIRWAYS_PATH = "/apis/yoke.cd/v1alpha1/airways"
+FLIGHTS_PATH = "/apis/yoke.cd/v1alpha1/flights"
+CLUSTERFLIGHTS_PATH = "/apis/yoke.cd/v1alpha1/clusterflights"
 VERSION = "v1alpha1"
 POLL_INTERVAL = 1.0
 
@@ -45,8 +49,9 @@ def airway_schema() -> Object:
     return copy.deepcopy(_golden("airway.golden.json"))
 
 
-# yoke v0.20.12's golden Flight schema predates ``status.inventory`` (spec 1.3), which later yoke writes;
-# without it the API server would prune the inventory, so it is added to the golden schema.
+# yoke v0.20.12's golden Flight schema predates ``status.inventory``, which later yoke writes;
+# without it the API server would prune the inventory, so it is added to the golden schema
+# (docs/controller.md, "Where this controller differs from yoke's").
 INVENTORY_SCHEMA: Object = {
     "type": "array",
     "items": {

@@ -1,27 +1,36 @@
-"""Whether a live Kubernetes object is ready, by yoke's rules (spec 11.1) and custom ConfigMap rules (11.2).
+"""Whether a live Kubernetes object is ready, by yoke's rules and custom ConfigMap rules.
 
 ``is_ready`` checks, in yoke's order: the built-in kinds (Namespace, Pod,
 Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CRD, yoke.cd
 kinds), then airway instances (an ownerReference to an Airway), then the
-custom rules of ``CustomReadiness``, and otherwise reports ready. Used by the
-instance and Flight reconcilers after a takeoff, and when waiting for a CRD.
+custom rules of ``CustomReadiness``, and otherwise reports ready (docs/controller.md,
+"The reconcile loop to read first", step 4). Used by the instance and Flight
+reconcilers after a takeoff, and when waiting for a CRD.
 
 ``CustomReadiness`` holds the rules of ConfigMaps labelled
 ``resource.yoke.cd/readiness`` (``conditions`` or ``lua``); the controller's
 ConfigMap watch feeds it with ``apply_configmap`` / ``remove_configmap``.
 Lua rules run in a fresh sandboxed Lua 5.4 state per evaluation (see
-``LuaRule``).
+``LuaRule``), on a few worker threads of their own so the event loop keeps
+serving, and within a time limit (docs/controller.md, "Custom readiness
+rules").
 
 One deliberate difference from yoke: a ReplicaSet is ready when its
 observedGeneration matches and ``replicas == readyReplicas ==
-availableReplicas``. yoke (QUIRK 15.11) also compares ``updatedReplicas``,
+availableReplicas``. yoke also compares ``updatedReplicas``,
 which ReplicaSets never report, so its ReplicaSets are only ready at 0
 replicas. StatefulSets keep the four-way comparison (they do report it).
+See docs/compatibility.md, "Others".
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +40,7 @@ from atc.k8s.client import KubeClient
 from atc.k8s.refs import ApiVersionError, split_api_version
 from atc.model.conditions import meets_conditions, object_generation
 from atc.model.constants import API_VERSION
+from atc.model.gocompat import seconds_to_duration_text
 from atc.model.types import Object
 
 LABEL_READINESS = "resource.yoke.cd/readiness"
@@ -41,13 +51,16 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 WILDCARD_KIND = "_"
 DEFAULT_LUA_INSTRUCTIONS = 1_000_000
 DEFAULT_LUA_MEMORY = 64 * 1024 * 1024
+DEFAULT_LUA_SECONDS = 1.0
+LUA_WORKERS = 4  # Lua evaluations at once, each of up to DEFAULT_LUA_MEMORY
+LUA_GRACE_SECONDS = 1.0  # how much longer than its limit a caller waits for a rule stuck in a C call
 
 
 class ReadinessError(Exception):
     """The object can never become ready as it is (``job has failed``) or its readiness rule failed."""
 
 
-# --- built-in rules (spec 11.1) -------------------------------------------------------------------
+# --- built-in rules ------------------------------------------------------------------------------
 
 
 def _status(obj: Object) -> dict[str, Any]:
@@ -86,7 +99,7 @@ def _deployment_ready(obj: Object) -> bool:
 
 
 def _replicaset_ready(obj: Object) -> bool:
-    # Intended rule; yoke also compares updatedReplicas, which ReplicaSets do not have (QUIRK 15.11).
+    # Intended rule; yoke also compares updatedReplicas, which ReplicaSets do not have.
     return _generation_observed(obj) and _equal_ints(obj, "replicas", "availableReplicas", "readyReplicas")
 
 
@@ -158,7 +171,7 @@ def _owned_by_airway(obj: Object) -> bool:
 
 
 async def _service_ready(kube: KubeClient, obj: Object) -> bool:
-    """Ready once any EndpointSlice of the Service exists (yoke's rule; QUIRK 15.11 keeps it that loose)."""
+    """Ready once any EndpointSlice of the Service exists (yoke's rule, kept that loose on purpose)."""
     metadata = _metadata(obj)
     path = f"/apis/discovery.k8s.io/v1/namespaces/{metadata.get('namespace', '')}/endpointslices"
     query = {"labelSelector": f"{SERVICE_NAME_LABEL}={metadata.get('name', '')}", "limit": "1"}
@@ -180,10 +193,10 @@ async def is_ready(kube: KubeClient, live: Object, custom: CustomReadiness | Non
     if _owned_by_airway(live):
         return meets_conditions(live, "Ready")
     rule = custom.rule_for(group, kind) if custom is not None else None
-    return rule.ready(live) if rule is not None else True
+    return await rule.evaluate(live) if rule is not None else True
 
 
-# --- custom rules (spec 11.2) ---------------------------------------------------------------------
+# --- custom rules --------------------------------------------------------------------------------
 
 
 def parse_group_kind(text: str) -> tuple[str, str]:
@@ -201,26 +214,40 @@ class ConditionsRule:
     def ready(self, obj: Object) -> bool:
         return meets_conditions(obj, *self.types)
 
+    async def evaluate(self, obj: Object) -> bool:
+        """``ready``, for callers on the event loop (cheap, so it runs there)."""
+        return self.ready(obj)
+
 
 # The sandbox prelude: runs once in each fresh Lua state before the user's script. It receives the
 # pieces it needs from the unrestricted globals, then removes everything outside the core libraries.
-# An instruction-count hook enforces the budget in every coroutine; once the budget is spent the hook
-# fires on every instruction, so pcall loops cannot outlive it. Code that Lua runs with hooks disabled
-# is kept out of reach: __gc finalizers are refused, xpcall handlers are skipped and dead coroutines are
-# not closed once the budget is spent.
+# An instruction-count hook enforces the budget and the deadline (``clock`` is Python's
+# ``time.monotonic``) in every coroutine; once either is spent the hook fires on every instruction, so
+# pcall loops cannot outlive it. Code that Lua runs with hooks disabled is kept out of reach: __gc
+# finalizers are refused, xpcall handlers are skipped and dead coroutines are not closed once the
+# budget is spent.
 _LUA_PRELUDE = r"""
-local budget, sethook, raw_load, raw_xpcall, raw_setmetatable, co = ...
+local budget, time_limit, clock, deadline, sethook, raw_load, raw_xpcall, raw_setmetatable, co = ...
 local LIMIT = "instruction limit of " .. budget .. " exceeded"
+local TIMEOUT = "time limit of " .. time_limit .. " exceeded"
 local STEP = 1000
 local spent = 0
+local stopped = nil
 local function hook()
   spent = spent + STEP
-  if spent > budget then
+  if stopped == nil then
+    if spent > budget then
+      stopped = LIMIT
+    elseif clock() > deadline then
+      stopped = TIMEOUT
+    end
+  end
+  if stopped ~= nil then
     sethook(hook, "", 1)
-    error(LIMIT, 0)
+    error(stopped, 0)
   end
 end
-local function exhausted() return spent > budget end
+local function exhausted() return stopped ~= nil end
 sethook(hook, "", STEP)
 
 local create, resume, close = co.create, co.resume, co.close
@@ -242,7 +269,7 @@ co.wrap = function(f)
   return function(...) return unwrap(thread, resume(thread, ...)) end
 end
 co.close = function(thread)
-  if exhausted() then error(LIMIT, 0) end
+  if exhausted() then error(stopped, 0) end
   return close(thread)
 end
 
@@ -288,26 +315,40 @@ class LuaRule:
 
     The state has Lua 5.4's core libraries (base, string, table, math, utf8,
     coroutine) without io, os, package/require, debug, dofile/loadfile,
-    binary chunks or output; it is capped at ``memory`` bytes and
+    binary chunks or output; it is capped at ``memory`` bytes,
     ``instructions`` VM instructions (a ``while true do end`` fails with
-    ``instruction limit of N exceeded``). C library calls are not interrupted
-    by the instruction hook, so a pathological pattern match can still run
-    long; the memory cap bounds everything else.
+    ``instruction limit of N exceeded``) and ``seconds`` of wall time from the
+    start of the evaluation (``time limit of 1s exceeded``). Both limits are
+    checked by a hook every 1000 instructions, which raises a Lua error, so the
+    evaluation really ends. C library calls are not interrupted by the hook,
+    so a pathological pattern match can still run long: ``evaluate`` stops
+    waiting for it after ``seconds + LUA_GRACE_SECONDS``; the memory cap
+    bounds everything else.
+
+    ``ready`` runs on the calling thread; ``evaluate`` runs it on a Lua worker
+    thread and is what the event loop uses.
     """
 
     name: str
     script: str
     instructions: int = DEFAULT_LUA_INSTRUCTIONS
     memory: int = DEFAULT_LUA_MEMORY
+    seconds: float = DEFAULT_LUA_SECONDS
 
-    def _runtime(self) -> tuple[Any, Any]:
-        """A sandboxed state and its unrestricted ``load``."""
+    def _time_limit_text(self) -> str:
+        return f"time limit of {seconds_to_duration_text(self.seconds)} exceeded"
+
+    def _runtime(self, deadline: float) -> tuple[Any, Any]:
+        """A sandboxed state whose hook stops at ``deadline`` (``time.monotonic``), and its unrestricted ``load``."""
         runtime = lua54.LuaRuntime(register_eval=False, register_builtins=False, max_memory=self.memory)
         lua_globals = runtime.globals()
         raw_load = lua_globals.load
         prelude = raw_load(_LUA_PRELUDE, "=sandbox", "t")
         prelude(
             self.instructions,
+            seconds_to_duration_text(self.seconds),
+            time.monotonic,
+            deadline,
             lua_globals.debug.sethook,
             raw_load,
             lua_globals.xpcall,
@@ -344,8 +385,10 @@ class LuaRule:
         return result[0] if isinstance(result, tuple) else result
 
     def ready(self, obj: Object) -> bool:
+        """Evaluate the rule for ``obj`` on this thread (blocking, for at most about ``seconds``)."""
+        deadline = time.monotonic() + self.seconds
         try:
-            runtime, raw_load = self._runtime()
+            runtime, raw_load = self._runtime(deadline)
         except (lua54.LuaError, MemoryError) as exc:
             raise ReadinessError(f"failed to initialize lua state: {_lua_error_text(exc)}") from exc
         value = self._invoke(runtime, self._function(raw_load), obj)
@@ -354,6 +397,56 @@ class LuaRule:
         if not isinstance(value, bool):
             raise ReadinessError(f"expected result to be a boolean but got: {_lua_kind(value)}")
         return value
+
+    async def evaluate(self, obj: Object) -> bool:
+        """``ready`` on a Lua worker thread: the event loop keeps serving while the rule runs."""
+        future = _WORKERS.submit(lambda: self.ready(obj))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.seconds + LUA_GRACE_SECONDS)
+        except TimeoutError:
+            raise ReadinessError(f"failed to evaluate lua readiness rule: {self._time_limit_text()}") from None
+
+
+class _LuaWorkers:
+    """``count`` daemon threads running Lua evaluations from a queue, started on first use.
+
+    Daemon threads, not a ``ThreadPoolExecutor``: an evaluation stuck in a
+    long C call (which no hook interrupts) must not hold up the process's exit.
+    A job whose caller stopped waiting before it started is skipped.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._jobs: queue.SimpleQueue[tuple[Future[bool], Callable[[], bool]]] = queue.SimpleQueue()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], bool]) -> Future[bool]:
+        future: Future[bool] = Future()
+        self._jobs.put((future, job))
+        self._start()
+        return future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            for index in range(self._count):
+                threading.Thread(target=self._work, name=f"lua-readiness-{index}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the waiting coroutine
+                future.set_exception(exc)
+
+
+_WORKERS = _LuaWorkers(LUA_WORKERS)
 
 
 ReadinessRule = ConditionsRule | LuaRule
@@ -373,12 +466,17 @@ class CustomReadiness:
     """
 
     def __init__(
-        self, *, lua_instructions: int = DEFAULT_LUA_INSTRUCTIONS, lua_memory: int = DEFAULT_LUA_MEMORY
+        self,
+        *,
+        lua_instructions: int = DEFAULT_LUA_INSTRUCTIONS,
+        lua_memory: int = DEFAULT_LUA_MEMORY,
+        lua_seconds: float = DEFAULT_LUA_SECONDS,
     ) -> None:
         self._sources: dict[str, dict[tuple[str, str], ReadinessRule]] = {}
         self._rules: dict[tuple[str, str], ReadinessRule] = {}
         self._lua_instructions = lua_instructions
         self._lua_memory = lua_memory
+        self._lua_seconds = lua_seconds
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -386,7 +484,7 @@ class CustomReadiness:
     def _rule(self, label: str, key: str, value: str) -> ReadinessRule:
         if label == READINESS_CONDITIONS:
             return ConditionsRule(tuple(value.split()))
-        return LuaRule(key, value, self._lua_instructions, self._lua_memory)
+        return LuaRule(key, value, self._lua_instructions, self._lua_memory, self._lua_seconds)
 
     def _merge(self) -> None:
         self._rules = {}

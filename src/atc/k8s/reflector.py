@@ -12,8 +12,8 @@ shrinks each object before it is cached (keep only what the handler needs).
 
 Both services run them: the controller one per watched kind (its handlers
 enqueue keys on the manager and use ``changed_beyond_status`` to ignore
-status-only updates, spec section 2; reconcilers read objects back with
-``get`` / ``list``), the webhook for its read caches (``atc_webhook.caches``).
+status-only updates, docs/controller.md, "The core"; reconcilers read objects
+back with ``get`` / ``list``), the webhook for its read caches (``atc_webhook.caches``).
 """
 
 from __future__ import annotations

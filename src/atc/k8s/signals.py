@@ -1,4 +1,7 @@
-"""The "child changed" signal from the webhook to the controller: a core/v1 Event (DESIGN.md section 4).
+"""The "child changed" signal from the webhook to the controller: a core/v1 Event.
+
+Why an Event: docs/design.md, "The Events channel"; its format: docs/webhook.md, "The channel to the
+controller".
 
 When the webhook admits an UPDATE or DELETE of a child of a ``dynamic`` or
 ``subscription`` instance (and the request is not a dry run), it creates an

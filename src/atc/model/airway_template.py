@@ -1,4 +1,4 @@
-"""The CustomResourceDefinition an Airway declares, as the ATC rewrites and applies it (spec 4.1 steps 7-9, 4.3).
+"""The CustomResourceDefinition an Airway declares, as the ATC rewrites and applies it.
 
 - ``mutate_template`` prepares ``spec.template`` the way yoke does: every
   version gets the status subresource and a ``status.conditions`` schema the
@@ -9,14 +9,15 @@
 - ``airway_crd`` wraps the template into the CRD object owned by the Airway.
 
 Used by the Airway reconciler (before its server-side apply with field manager
-``yoke``) and by the Airway admission webhook (for its dry-run).
+``yoke``; docs/controller.md, "The other reconcilers") and by the Airway admission
+webhook (for its dry-run).
 
-Two deliberate differences from yoke:
+Two deliberate differences from yoke (docs/compatibility.md, "Others"):
 - a user ``scale`` subresource is kept (yoke replaces ``subresources`` by
-  ``{status: {}}``, QUIRK 15.12): it only adds ``/scale`` for HPAs and
+  ``{status: {}}``): it only adds ``/scale`` for HPAs and
   ``kubectl scale`` and never touches status; ``status`` is always set;
 - extra properties in a user's conditions schema are allowed (yoke compares them
-  with an empty schema and rejects them, QUIRK 15.14); every property yoke
+  with an empty schema and rejects them); every property yoke
   expects must still be present and compatible.
 """
 
@@ -89,7 +90,7 @@ def schema_mismatch(actual: Object, expected: Object) -> str:
     Types must be equal; objects must require what ``expected`` requires, have
     at least as many properties and match each expected property; arrays
     compare their item schemas. Properties ``expected`` does not know are
-    allowed (yoke rejects them, QUIRK 15.14).
+    allowed (yoke rejects them; docs/compatibility.md, "Others").
     """
     actual_type, expected_type = str(actual.get("type", "")), str(expected.get("type", ""))
     if actual_type != expected_type:
@@ -151,7 +152,7 @@ def _mutate_version(version: Object) -> None:
 
 
 def mutate_template(template: Object) -> Object:
-    """A copy of an Airway's ``spec.template`` ready to apply (spec 4.3); ``InvalidAirwayError`` when unusable."""
+    """A copy of an Airway's ``spec.template`` ready to apply; ``InvalidAirwayError`` when unusable."""
     mutated = copy.deepcopy(template)
     for version in mutated.get("versions") or []:
         if isinstance(version, dict):

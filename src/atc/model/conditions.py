@@ -1,4 +1,4 @@
-"""Status conditions as yoke writes and reads them (spec 11.1 MeetsConditions, 11.3 SetStatusCondition).
+"""Status conditions as yoke writes and reads them: ``MeetsConditions`` and ``SetStatusCondition``.
 
 Conditions are plain dicts shaped like ``metav1.Condition`` and serialized in
 apimachinery's field order: ``{type, status, observedGeneration (omitted if 0),

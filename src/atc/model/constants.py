@@ -1,4 +1,4 @@
-"""yoke's identifiers (spec section 0): labels, annotations, finalizers, field managers.
+"""yoke's identifiers (docs/compatibility.md, "The same as yoke"): labels, annotations, finalizers, field managers.
 
 They are the compatibility contract with yoke's CLI and flights, so every
 module that reads or writes them imports them from here.
@@ -27,4 +27,4 @@ LABEL_DEPRECATED_RELEASE_NAMESPACE = "app.kubernetes.io/yoke-release-namespace"
 ANNOTATION_OVERRIDE_FLIGHT = "overrides.yoke.cd/flight"
 ANNOTATION_OVERRIDE_MODE = "overrides.yoke.cd/mode"
 
-DEFAULT_YOKE_VERSION = "v0.20.12"  # what flights see as YOKE_VERSION (spec 15.23)
+DEFAULT_YOKE_VERSION = "v0.20.12"  # what flights see as YOKE_VERSION (docs/flight-runtime.md, "One run")

@@ -1,4 +1,4 @@
-"""Typed views of yoke's custom resources: Airway, Flight and ClusterFlight specs (spec 1.2, 1.3).
+"""Typed views of the specs of yoke's Airways, Flights and ClusterFlights (docs/compatibility.md, "The same as yoke").
 
 The controller and the webhook read ``spec`` through these models so defaults
 and units live in one place: durations are Go duration strings

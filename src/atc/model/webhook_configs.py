@@ -1,4 +1,7 @@
-"""The ValidatingWebhookConfigurations of the ATC (spec 9.1, with DESIGN.md sections 3 and 4's changes).
+"""The ValidatingWebhookConfigurations of the ATC.
+
+docs/webhook.md, "Webhook configurations", describes them, and "Where it differs from yoke" how they differ
+from yoke's.
 
 Builders only, no API calls:
 - ``webhook_client_config(settings, path)``: where the API server calls the

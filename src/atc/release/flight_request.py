@@ -1,9 +1,10 @@
-"""The takeoff of a Flight or ClusterFlight object (spec 7): its release names and ``TakeoffRequest``.
+"""The takeoff of a Flight or ClusterFlight object: its release names and ``TakeoffRequest``.
 
 A Flight's history is stored under ``"<namespace>/<Kind>.yoke.cd:<name>"`` while the flight
-itself, and ownership, see the bare name. ``flight_takeoff_request`` builds the request from the
-object and its parsed spec. Callers: the controller's Flight reconciler (a real takeoff) and the
-webhook's ``/validations/flights.yoke.cd`` (``dry_run=True``), so both run the flight the same way.
+itself, and ownership, see the bare name (docs/compatibility.md, "The same as yoke").
+``flight_takeoff_request`` builds the request from the object and its parsed spec. Callers: the
+controller's Flight reconciler (a real takeoff) and the webhook's ``/validations/flights.yoke.cd``
+(``dry_run=True``), so both run the flight the same way.
 """
 
 from __future__ import annotations

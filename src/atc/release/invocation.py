@@ -1,4 +1,4 @@
-"""How yoke invokes a flight (spec 10.1, 10.6): argv, environment, timeout and memory settings.
+"""How yoke invokes a flight (docs/flight-runtime.md, "One run"): argv, environment, timeout and memory settings.
 
 ``flight_invocation`` builds the ``Invocation`` for an Airway instance or a
 Flight: argv ``[release, *args]`` and the ``YOKE_RELEASE``, ``YOKE_NAMESPACE``,

@@ -1,4 +1,4 @@
-"""Removing what a release no longer has (spec 6.9) and tearing a release down (spec 6.10).
+"""Removing what a release no longer has and tearing a release down.
 
 ``prune_release_diff`` walks the previous stages in reverse and deletes every
 object the new stages dropped, if it still belongs to the release (an object
@@ -9,7 +9,8 @@ because deleting them would delete everything inside. Deletes are
 foreground; each stage waits until its deleted objects are gone.
 ``mayday`` prunes everything of the active revision (and of a pending one a crash left) and deletes
 the history.
-Callers: the takeoff pipeline and the instance and Flight deletion flows.
+Callers: the takeoff pipeline and the instance and Flight deletion flows (docs/controller.md,
+"The reconcile loop to read first", steps 2 and 3).
 """
 
 from __future__ import annotations

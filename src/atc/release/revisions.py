@@ -1,9 +1,11 @@
-"""yoke's release names and revision history (spec 3, 5.5 and 6.6), readable by the ``yoke`` CLI.
+"""yoke's release names and revision history, readable by the ``yoke`` CLI.
 
 A release is the set of revision Secrets in one namespace labelled with the sha1 of the release name.
 This module names releases the way yoke's ATC does, lists, reads, creates, caps and deletes their
 revisions in yoke's exact format (labels, annotations, RFC3339Nano timestamps, gzip of compact Go
 JSON), migrates legacy revisions labelled with the raw release name, and decides digest pinning.
+The names are in docs/compatibility.md, "The same as yoke"; pinning in docs/flight-runtime.md,
+"From URL to running module".
 The instance and Flight reconcilers call it for takeoff, pruning and mayday; the webhook reads
 active revisions through it; the interop tests check the ``yoke`` binary reads what it writes.
 """
@@ -524,7 +526,7 @@ async def delete_release(kube: KubeClient, release: str, namespace: str, current
     return await _delete_secrets(kube, namespace, names, "removing revision history secrets", ordered=True)
 
 
-# --- digest pinning (spec 5.5) -----------------------------------------------------------------
+# --- digest pinning ----------------------------------------------------------------------------
 
 
 def _go_url_scheme(ref: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Turn a flight's stdout into stages of Kubernetes objects (spec 6.3).
+"""Turn a flight's stdout into stages of Kubernetes objects.
 
 A flight prints one of: a stream of YAML/JSON documents (one object each), a
 list of objects, or a list of lists of objects (explicit stages). Namespaces

@@ -1,10 +1,11 @@
-"""The takeoff pipeline: run a flight and turn its output into an applied, recorded release (spec 6.4).
+"""The takeoff pipeline: run a flight and turn its output into an applied, recorded release.
 
 ``takeoff(cluster, request)`` runs the flight, parses its stages, sets the
 parent object aside (its status is the reconciler's business), stamps yoke's
 metadata on every child, enforces the namespace rules, then applies stage by
 stage with readiness waits between stages, records a revision Secret in
-yoke's format, prunes what disappeared and caps the history.
+yoke's format, prunes what disappeared and caps the history (docs/controller.md,
+"The reconcile loop to read first", step 3).
 
 The order makes a crash at any step (``atc.release.crashpoints``) harmless to the next
 run: the revision is written first, marked pending; then the resources are
@@ -14,7 +15,7 @@ capped. The next run prunes what a pending revision named, and caps a history
 found over its cap even when nothing changed. An apply that fails before
 writing anything withdraws its pending revision: the history stays as it was.
 
-Differences from yoke, each deliberate (DESIGN.md sections 3 and 6):
+Differences from yoke, each deliberate (docs/compatibility.md, "Where this project differs, and why"):
 - a child whose desired state equals the one in the active revision is not
   sent again, and an unchanged release writes no revision, unless the
   caller asks for drift repair (``reapply_unchanged``) or names children
@@ -199,7 +200,7 @@ def _split_parent(stages: Stages, request: TakeoffRequest) -> tuple[Object | Non
 
 # ----------------------------------------------------------------------------------------------- metadata
 def _decorate(obj: Object, request: TakeoffRequest) -> None:
-    """yoke's labels, annotations and ownerReferences; no server-owned fields (spec 6.4 steps 8-13)."""
+    """yoke's labels, annotations and ownerReferences; no server-owned fields."""
     meta = obj.setdefault("metadata", {})
     meta.setdefault("labels", {})[LABEL_MANAGED_BY] = request.managed_by
     annotations = meta.setdefault("annotations", {})
@@ -261,7 +262,7 @@ def _check_privileged(stages: Stages, cluster_scoped: set[int], request: Takeoff
 
 
 async def _default_namespaces(cluster: Cluster, stages: Stages, target: str) -> set[int]:
-    """Namespaced objects without a namespace get the target namespace (spec 6.4 step 12).
+    """Namespaced objects without a namespace get the target namespace; cluster-scoped ones lose theirs.
 
     Returns the ``id`` of every cluster-scoped object.
     """

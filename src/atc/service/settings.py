@@ -268,7 +268,7 @@ def load_module_verification_keys(settings: CommonSettings) -> VerificationKeys 
 
 
 class CommonSettings(SettingsBase):
-    """Settings both services read, with yoke's environment names (spec 12.1)."""
+    """Settings both services read, with yoke's environment names (docs/configuration.md)."""
 
     kube: str = Field(
         "",

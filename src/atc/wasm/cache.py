@@ -18,8 +18,9 @@ compiler (``MODULE_COMPILER``): by default Winch for modules of trusted
 provenance, Cranelift for the rest. Compilation runs in a child process
 (``atc.wasm.compile_worker``), one at a time, in a task of its own, so
 concurrent loads share one compile and a caller that stops waiting does not
-cancel it. A bounded LRU keeps recently used modules in memory. Callers: the
-reconcilers (through ``atc.flight``) and the webhook.
+cancel it. A bounded LRU keeps recently used modules in memory. Built from the
+settings by ``atc.service.runtime``; callers: the reconcilers (through
+``atc.release.instance_request`` and their service context) and the webhook.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Called by the module cache and the takeoff pipeline. Checksums are lowercase
 sha256 hex of the *uncompressed* wasm; revisions record the sha1 hex instead
 (``sha1_hex``). ``checksum_from_url`` follows yoke's ``ChecksumFromPath``
-(spec 5.3): for ``oci://`` the tag ``sha256_<hex>`` of the last path element;
-for any other URL or path the last path element cut at its first ``.``, then
-a ``sha256_`` prefix or an ``_sha256_`` infix. No match means "no checksum".
+(docs/flight-runtime.md, "From URL to running module"): for ``oci://`` the tag
+``sha256_<hex>`` of the last path element; for any other URL or path the last
+path element cut at its first ``.``, then a ``sha256_`` prefix or an
+``_sha256_`` infix. No match means "no checksum".
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Registry credentials from a docker ``config.json``, for pulling ``oci://`` modules.
 
 Called by ``atc.wasm.oci`` each time it must authenticate, so a file rewritten
-by the docker-config watcher (spec 14.1) is picked up without a restart. The
+by the docker-config watcher (``DOCKER_CONFIG_SECRET_NAME`` in
+docs/configuration.md) is picked up without a restart. The
 file is ``$DOCKER_CONFIG/config.json``, else ``$HOME/.docker/config.json``, or
 the path the caller passes. Entries under ``auths`` are matched by registry
 host (keys may be ``host``, ``host:port`` or URLs such as

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wasmtime import Caller, Config, Engine, FuncType, InstancePre, Linker, Module, ValType
-from wasmtime import _ffi as wasmtime_ffi
 
 from . import host, wasi_poll
 from .context import current_invocation
 from .guest import GuestMemory, GuestMemoryError
+from .wasmtime_internals import set_compiler_strategy
 
 TICK_SECONDS = 0.01
 CRANELIFT, WINCH = "cranelift", "winch"
@@ -46,7 +46,6 @@ ENGINE_SETTINGS = {
     CRANELIFT: {"strategy": CRANELIFT, "cranelift_opt_level": "speed", "epoch_interruption": "true"},
     WINCH: {"strategy": WINCH, "epoch_interruption": "true"},
 }
-_WINCH_STRATEGY = 2  # wasmtime_strategy_t WASMTIME_STRATEGY_WINCH, which Config.strategy does not accept
 
 
 def make_config(compiler: str = CRANELIFT, *, parallel_compilation: bool = True) -> Config:
@@ -55,7 +54,7 @@ def make_config(compiler: str = CRANELIFT, *, parallel_compilation: bool = True)
         raise ValueError(f"unknown compiler {compiler!r}: expected one of {', '.join(COMPILERS)}")
     config = Config()
     if compiler == WINCH:
-        wasmtime_ffi.wasmtime_config_strategy_set(config.ptr(), _WINCH_STRATEGY)
+        set_compiler_strategy(config, WINCH)  # Config.strategy does not accept Winch
     else:
         config.strategy = CRANELIFT
         config.cranelift_opt_level = ENGINE_SETTINGS[CRANELIFT]["cranelift_opt_level"]

@@ -1,4 +1,6 @@
-"""yoke's host ABI on the wire: ``host.k8s_lookup`` and ``host.k8s_rest_mapping`` (spec 10.2-10.4).
+"""yoke's host ABI on the wire: ``host.k8s_lookup`` and ``host.k8s_rest_mapping``.
+
+The ABI and the lookup rules are in docs/flight-runtime.md, "Host functions (yoke's ABI)".
 
 Each import reads its packed string arguments from guest memory, asks
 ``atc.k8s.access`` for the answer under the calling invocation's access

@@ -2,20 +2,20 @@
 
 ``run_flight`` (blocking, on a worker thread) and ``run_flight_async`` (from
 the event loop, on the engine's pool) execute a linked module as yoke does
-(spec 10.1): stdin holds the input, stdout and stderr go to files on tmpfs,
+(docs/flight-runtime.md, "One run"): stdin holds the input, stdout and stderr go to files on tmpfs,
 ``_start`` runs, and the Go exit code decides success. A watchdog, called by
 wasmtime at every epoch tick, stops the guest at its deadline, when stdout or
 stderr outgrows its cap, or when a host function aborts it. Every failure is a
 ``FlightError`` whose message follows yoke's wording and whose ``stdout`` holds
 what the flight printed before failing (yoke reads a parent's status from it).
-Callers: the reconcilers and the admission webhook, through ``atc.flight``.
+Callers: the takeoff pipeline (``atc.release.takeoff``, for the reconcilers and the
+admission dry runs) and the webhook's CRD conversion (``atc_webhook.conversion``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import os
 import shutil
@@ -24,26 +24,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from wasmtime import ExitTrap, Func, Store, Trap, WasiConfig, WasmtimeError
-from wasmtime import _bindings as wasmtime_ffi
 
 from atc.k8s.access import ClusterAccess, LookupTracker
 from atc.model.gocompat import seconds_to_duration_text
 
 from .context import InvocationContext, set_current_invocation
 from .engine import FlightEngine, PreparedModule
+from .wasmtime_internals import set_stdin_bytes, watch_epochs
 
 MIB = 1 << 20
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_STDOUT_LIMIT = 16 * MIB
 DEFAULT_STDERR_LIMIT = 64 * 1024
 NO_STDERR = "(no output captured on stderr)"
-
-_WATCHDOG = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes[1]
-_FINALIZER = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes[3]
-_NO_FINALIZER = _FINALIZER(lambda _data: None)
 
 
 def _scratch_root() -> str:
@@ -119,16 +114,13 @@ class _Run:
         duration = seconds_to_duration_text(self.invocation.timeout)
         return f"module closed with context deadline exceeded: execution timeout ({duration}) exceeded"
 
-    def watchdog(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
-        """Called by wasmtime at each epoch deadline: trap with a reason, or wait one more tick."""
+    def watchdog(self) -> str | None:
+        """Called by wasmtime at each epoch deadline: the message to trap with, or None to wait one more tick."""
         stop = self._reason_to_stop()
         if stop is None:
-            delta[0] = 1
-            kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-            return 0
+            return None
         self.stopped_for, self.stop_message = stop
-        error = wasmtime_ffi.wasmtime_error_new(self.stop_message.encode())
-        return int(ctypes.cast(error, ctypes.c_void_p).value or 0)
+        return self.stop_message
 
     def read_stdout(self) -> bytes:
         with contextlib.suppress(OSError), self.stdout_path.open("rb") as out:
@@ -148,11 +140,7 @@ def _wasi_config(invocation: Invocation, run: _Run) -> WasiConfig:
     wasi = WasiConfig()
     wasi.argv = list(invocation.argv)
     wasi.env = list(invocation.env.items())
-    stdin = wasmtime_ffi.wasm_byte_vec_t()
-    data = invocation.stdin
-    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-    wasmtime_ffi.wasm_byte_vec_new(ctypes.byref(stdin), len(data), buffer)
-    wasmtime_ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(stdin))  # the config takes ownership
+    set_stdin_bytes(wasi, invocation.stdin)
     wasi.stdout_file = str(run.stdout_path)
     wasi.stderr_file = str(run.stderr_path)
     return wasi
@@ -164,8 +152,7 @@ def _execute(prepared: PreparedModule, engine: FlightEngine, run: _Run) -> int:
     store.set_wasi(_wasi_config(run.invocation, run))
     if run.invocation.max_memory_mib > 0:
         store.set_limits(memory_size=run.invocation.max_memory_mib * MIB)
-    watchdog = _WATCHDOG(run.watchdog)
-    wasmtime_ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), watchdog, None, _NO_FINALIZER)
+    watch = watch_epochs(store, run.watchdog)  # referenced until the store is gone
     store.set_epoch_deadline(1)
     run.context.store = store
     set_current_invocation(run.context)
@@ -183,7 +170,7 @@ def _execute(prepared: PreparedModule, engine: FlightEngine, run: _Run) -> int:
     finally:
         set_current_invocation(None)
         run.context.store = None
-        del store
+        del store, watch
 
 
 def _failure(run: _Run, error: WasmtimeError | Trap, stdout: bytes, stderr: bytes) -> FlightError:

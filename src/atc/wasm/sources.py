@@ -1,6 +1,7 @@
 """Fetching a flight module's bytes from its URL: local paths, ``file://``, ``http(s)://``, ``oci://``.
 
-``fetch_module`` is what the module cache calls on a miss (spec 5.2); it always
+``fetch_module`` is what the module cache calls on a miss (docs/flight-runtime.md,
+"From URL to running module"); it always
 returns the *uncompressed* wasm. Local paths and ``file://`` URLs are read from
 this process's filesystem (gunzipped when the name ends in ``.gz``) when the
 fetch policy allows files (``atc.wasm.fetch_policy``; it also says which

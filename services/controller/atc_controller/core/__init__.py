@@ -1,5 +1,5 @@
-"""The controller core: keyed work queue, reconcile manager, reflectors, leader election and probes.
+"""The controller core: a work queue per controller served round-robin, the manager, leader election, probes.
 
-The only hand-written controller infrastructure of the service (DESIGN.md §6);
+The only hand-written controller infrastructure of the service (docs/design.md, "The controller core");
 the service's startup code wires Airway, instance and Flight reconcilers onto it.
 """

@@ -1,10 +1,12 @@
-"""The manager: N workers that take keys off the shared work queue and run the registered reconcilers.
+"""The manager: N workers that take keys off the controllers' work queues and run the registered reconcilers.
 
 The service's startup code creates one ``Manager(workers=CONCURRENCY)``,
 registers the Airway, Flight and ClusterFlight reconcilers, and the Airway
 reconciler registers and unregisters the instance controller of each Airway
-at run time (yoke's ``Register`` / ``ShutdownGK``). Reflector handlers and the
-webhook-signal watcher call ``enqueue``. ``reconcile_handler`` is the one place
+at run time (yoke's ``Register`` / ``ShutdownGK``). Each registered controller
+has its own queue; the workers take ready keys from them round-robin
+(``core.queues``). Reflector handlers and the webhook-signal watcher call
+``enqueue``. ``reconcile_handler`` is the one place
 where a reconcile's result or exception becomes a requeue decision, metrics
 and the log lines ``processing event`` / ``reconcile successful`` /
 ``error processing event``. Exceptions never kill a worker.
@@ -23,8 +25,9 @@ from atc.k8s.client import KubeError
 from atc.model.clock import Clock, MonotonicClock
 from atc_controller import metrics
 
+from .queues import ControllerQueues, QueueKey, QueueShutDownError
 from .results import RequeueAfterError, Result, TerminalError
-from .workqueue import Outcome, OutcomeKind, QueueKey, QueueShutDownError, WorkQueue
+from .workqueue import Outcome, OutcomeKind
 
 log = logging.getLogger("atc.controller")
 
@@ -76,7 +79,7 @@ def result_label(outcome: Outcome) -> str:
 
 
 class Manager:
-    """Owns the work queue and ``workers`` worker tasks; runs reconcilers registered by name."""
+    """Owns a work queue per controller and ``workers`` worker tasks; runs reconcilers registered by name."""
 
     def __init__(self, workers: int, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
         if workers < 1:
@@ -84,18 +87,22 @@ class Manager:
         self._worker_count = workers
         self._clock: Clock = clock or MonotonicClock()
         self._rng = rng
-        self._queue = self._new_queue()
         self._reconcilers: dict[str, Reconciler] = {}
+        self._queues = self._new_queues()
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def _new_queue(self) -> WorkQueue:
-        return WorkQueue(clock=self._clock, rng=self._rng)
+    def _new_queues(self) -> ControllerQueues:
+        """Fresh queues, one open for every registered controller."""
+        queues = ControllerQueues(clock=self._clock, rng=self._rng)
+        for name in self._reconcilers:
+            queues.open(name)
+        return queues
 
     @property
-    def queue(self) -> WorkQueue:
-        return self._queue
+    def queues(self) -> ControllerQueues:
+        return self._queues
 
     @property
     def workers(self) -> int:
@@ -108,15 +115,16 @@ class Manager:
     # --- registry -----------------------------------------------------------------------------------------------
 
     def register(self, name: str, reconciler: Reconciler) -> None:
-        """Route items of controller ``name`` to ``reconciler``; a name can be registered once."""
+        """Give controller ``name`` a queue whose keys go to ``reconciler``; a name can be registered once."""
         if name in self._reconcilers:
             raise ValueError(f"controller {name!r} is already registered")
         self._reconcilers[name] = reconciler
+        self._queues.open(name)
 
     def unregister(self, name: str) -> None:
-        """Stop routing to ``name`` and drop its waiting and scheduled items; a running reconcile finishes."""
+        """Drop controller ``name`` and its queue (waiting and scheduled keys); a running reconcile finishes."""
         self._reconcilers.pop(name, None)
-        self._queue.forget_controller(name)
+        self._queues.forget(name)
 
     def is_registered(self, name: str) -> bool:
         return name in self._reconcilers
@@ -126,48 +134,58 @@ class Manager:
         return sorted(self._reconcilers)
 
     def enqueue(self, name: str, key: str) -> None:
-        self._queue.add(QueueKey(name, key))
+        """Queue ``key`` for controller ``name`` (dropped with a warning when ``name`` is not registered)."""
+        if self._accepts(name, key):
+            self._queues.add(QueueKey(name, key))
 
     def enqueue_after(self, name: str, key: str, delay: float) -> None:
-        self._queue.add_after(QueueKey(name, key), delay)
+        """Queue ``key`` for controller ``name`` in ``delay`` seconds."""
+        if self._accepts(name, key):
+            self._queues.add_after(QueueKey(name, key), delay)
+
+    def _accepts(self, name: str, key: str) -> bool:
+        if name in self._reconcilers:
+            return True
+        log.warning("dropping event of unregistered controller", extra={"controller": name, "key": key})
+        return False
 
     # --- running ------------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run the workers until ``stop`` (or cancellation, which stops at once).
 
-        Items enqueued while the manager is not running wait in a fresh queue for the next ``run``.
+        Items enqueued while the manager is not running wait in fresh queues for the next ``run``.
         """
         if not self._idle.is_set():
             raise RuntimeError("manager is already running")
         self._idle.clear()
-        if self._queue.is_shut_down:
-            self._queue = self._new_queue()
-        queue = self._queue
+        if self._queues.is_shut_down:
+            self._queues = self._new_queues()
+        queues = self._queues
         self._worker_tasks = [
-            asyncio.create_task(self._work(queue), name=f"reconcile worker {n}") for n in range(self._worker_count)
+            asyncio.create_task(self._work(queues), name=f"reconcile worker {n}") for n in range(self._worker_count)
         ]
         log.info("starting workers", extra={"workers": self._worker_count})
         try:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)
         finally:
-            queue.shutdown()
+            queues.shutdown()
             await self._cancel_workers()
-            if self._queue is queue:
-                self._queue = self._new_queue()
+            if self._queues is queues:
+                self._queues = self._new_queues()
             self._idle.set()
             log.info("all workers finished")
 
     async def stop(self, *, now: bool = False) -> None:
         """Stop taking items; wait for running reconciles to finish, or cancel them at once when ``now``.
 
-        A manager that is not running has nothing to stop: its queue, fresh for the next ``run``, stays
+        A manager that is not running has nothing to stop: its queues, fresh for the next ``run``, stay
         open. (After a lost Lease the leader's clean-up calls this once ``run`` has already ended; shutting
-        that fresh queue would drop every item the next term's reflectors list.)
+        those fresh queues would drop every item the next term's reflectors list.)
         """
         if self._idle.is_set():
             return
-        self._queue.shutdown()
+        self._queues.shutdown()
         if now:
             await self._cancel_workers()
         await self._idle.wait()
@@ -178,30 +196,28 @@ class Manager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _work(self, queue: WorkQueue) -> None:
+    async def _work(self, queues: ControllerQueues) -> None:
         while True:
             try:
-                item = await queue.get()
+                item = await queues.get()
             except QueueShutDownError:
                 return
-            await self.reconcile_handler(queue, item)
+            await self.reconcile_handler(queues, item)
 
     # --- one item -----------------------------------------------------------------------------------------------
 
-    async def reconcile_handler(self, queue: WorkQueue, item: QueueKey) -> None:
-        """Reconcile one item taken from ``queue`` and tell the queue how it went."""
-        reconciler = self._reconcilers.get(item.controller)
-        if reconciler is None:
-            log.warning(
-                "dropping event of unregistered controller", extra={"controller": item.controller, "key": item.key}
-            )
-            queue.done(item, Outcome.success())
-            return
-        fields = self._log_fields(queue, item)
+    async def reconcile_handler(self, queues: ControllerQueues, item: QueueKey) -> None:
+        """Reconcile one item taken from ``queues`` and tell its queue how it went.
+
+        An item only comes out of the queue of a registered controller; when that controller is
+        unregistered (or replaced) during the reconcile, the outcome is not requeued.
+        """
+        reconciler = self._reconcilers[item.controller]
+        fields = self._log_fields(queues, item)
         log.info("processing event", extra=fields)
         run = await self._reconcile(item, reconciler)
         outcome = run.outcome if self._reconcilers.get(item.controller) is reconciler else Outcome.success()
-        delay = queue.done(item, outcome)
+        delay = queues.done(item, outcome)
         self._count(item.controller, run.outcome)
         self._log_result(fields, run, delay)
 
@@ -240,14 +256,14 @@ class Manager:
             metrics.TERMINAL_RECONCILE_ERRORS.labels(controller).inc()
 
     @staticmethod
-    def _log_fields(queue: WorkQueue, item: QueueKey) -> dict[str, Any]:
+    def _log_fields(queues: ControllerQueues, item: QueueKey) -> dict[str, Any]:
         parts = split_key(item.key)
         fields: dict[str, Any] = {
             "controller": item.controller,
             "namespace": parts.namespace,
             "objectName": parts.name,
             "reconcileID": str(uuid.uuid4()),
-            "attempt": queue.attempts(item),
+            "attempt": queues.attempts(item),
         }
         if parts.group_kind:
             fields["groupKind"] = parts.group_kind

@@ -1,20 +1,22 @@
-"""The keyed work queue shared by all controllers of the process (yoke's one global queue).
+"""The keyed work queue of one controller (client-go's rate-limited workqueue; one per controller).
 
-The manager (``core.controller``) puts ``QueueKey`` items in and its workers
-take them out. Guarantees, as in yoke's ``pkg/k8s/ctrl`` and client-go's
-workqueue: an item waiting in the queue is not added twice; an item is never
-handed to two workers at once (an add while it is processed marks it dirty and
-it comes back once when ``done`` is called); items come out in FIFO order;
-``add_after`` keeps one timer per item (the earlier wins) and the timer is
-cancelled when the item starts processing. ``done`` turns the outcome of a
-reconcile into a requeue: errors back off ``min(2**attempts, 900)`` seconds
-with ±10 % jitter, rounded to whole seconds. Time (``Clock``) and jitter
-(``random.Random``) are injectable for tests.
+``core.queues.ControllerQueues`` creates one ``WorkQueue`` for every controller the
+manager (``core.controller``) registers and takes keys from the queues in turn.
+Guarantees, as in yoke's ``pkg/k8s/ctrl`` and client-go's workqueue: a key
+waiting in the queue is not added twice; a key is never handed out twice at once
+(an add while it is processed marks it dirty and it comes back once when ``done``
+is called); keys come out in FIFO order; ``add_after`` keeps one timer per key
+(the earlier wins) and the timer is cancelled when the key starts processing.
+``done`` turns the outcome of a reconcile into a requeue: errors back off
+``min(2**attempts, 900)`` seconds with ±10 % jitter, rounded to whole seconds.
+The controller-runtime ``workqueue_*`` metrics are labelled with the queue's name.
+Time (``Clock``) and jitter (``random.Random``) are injectable for tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import math
 import random
@@ -27,17 +29,11 @@ from atc_controller import metrics
 
 MAX_BACKOFF_SECONDS = 900.0
 BACKOFF_JITTER = 0.10
-
-
-@dataclass(frozen=True)
-class QueueKey:
-    """One unit of work: a controller's name and the key of the object it reconciles."""
-
-    controller: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"{self.controller} {self.key}"
+_GAUGES_READ_ON_SCRAPE = (
+    metrics.WORKQUEUE_DEPTH,
+    metrics.WORKQUEUE_UNFINISHED_WORK,
+    metrics.WORKQUEUE_LONGEST_RUNNING_PROCESSOR,
+)
 
 
 class OutcomeKind(enum.Enum):
@@ -48,7 +44,7 @@ class OutcomeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """How processing an item ended; ``requeue_after`` (seconds) overrides the backoff when > 0."""
+    """How processing a key ended; ``requeue_after`` (seconds) overrides the backoff when > 0."""
 
     kind: OutcomeKind
     requeue_after: float | None = None
@@ -69,10 +65,6 @@ class Outcome:
         return cls(OutcomeKind.TERMINAL, requeue_after)
 
 
-class QueueShutDownError(Exception):
-    """Raised by ``WorkQueue.get`` once the queue is shut down."""
-
-
 def backoff_delay(attempts: int, rng: random.Random) -> float:
     """``min(2**attempts, 900)`` seconds with ±10 % jitter, rounded half up to whole seconds (yoke's curve)."""
     base = min(2.0 ** min(attempts, 64), MAX_BACKOFF_SECONDS)
@@ -87,106 +79,109 @@ class _Timer:
 
 
 class WorkQueue:
-    """Deduplicating FIFO of ``QueueKey`` with per-item timers, backoff and controller-runtime metrics."""
+    """Deduplicating FIFO of one controller's keys with per-key timers, backoff and controller-runtime metrics.
 
-    def __init__(self, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+    ``on_ready`` is called each time a key becomes ready to be taken (``ControllerQueues`` uses it to
+    give the controller a turn).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
         self._clock: Clock = clock or MonotonicClock()
         self._rng = rng or random.Random()
-        self._ready: deque[QueueKey] = deque()
-        self._queued_at: dict[QueueKey, float] = {}
-        self._processing: dict[QueueKey, float] = {}
-        self._dirty: set[QueueKey] = set()
-        self._timers: dict[QueueKey, _Timer] = {}
-        self._attempts: dict[QueueKey, int] = {}
-        self._instrumented: set[str] = set()
-        self._wakeup = asyncio.Event()
+        self._on_ready = on_ready or (lambda: None)
+        self._ready: deque[str] = deque()
+        self._queued_at: dict[str, float] = {}
+        self._processing: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self._timers: dict[str, _Timer] = {}
+        self._attempts: dict[str, int] = {}
         self._shut_down = False
+        self._publish_gauges()
 
     # --- adding -------------------------------------------------------------------------------------------------
 
-    def add(self, item: QueueKey) -> None:
-        """Enqueue ``item`` now, unless it is already waiting; while it is processed, mark it dirty instead."""
-        if self._shut_down or item in self._queued_at:
+    def add(self, key: str) -> None:
+        """Enqueue ``key`` now, unless it is already waiting; while it is processed, mark it dirty instead."""
+        if self._shut_down or key in self._queued_at:
             return
-        self._instrument(item.controller)
-        if item in self._processing:
-            if item not in self._dirty:
-                self._dirty.add(item)
-                metrics.WORKQUEUE_ADDS.labels(item.controller).inc()
+        if key in self._processing:
+            if key not in self._dirty:
+                self._dirty.add(key)
+                metrics.WORKQUEUE_ADDS.labels(self.name).inc()
             return
-        metrics.WORKQUEUE_ADDS.labels(item.controller).inc()
-        self._push(item)
+        metrics.WORKQUEUE_ADDS.labels(self.name).inc()
+        self._push(key)
 
-    def add_after(self, item: QueueKey, delay: float) -> None:
-        """Enqueue ``item`` after ``delay`` seconds; of two pending timers for one item the earlier wins."""
+    def add_after(self, key: str, delay: float) -> None:
+        """Enqueue ``key`` after ``delay`` seconds; of two pending timers for one key the earlier wins."""
         if self._shut_down:
             return
         if delay <= 0:
-            self.add(item)
+            self.add(key)
             return
         due = self._clock.now() + delay
-        timer = self._timers.get(item)
+        timer = self._timers.get(key)
         if timer is not None:
             if timer.due <= due:
                 return
             timer.task.cancel()
-        task = asyncio.get_running_loop().create_task(self._fire_at(item, due), name=f"workqueue timer {item}")
-        self._timers[item] = _Timer(due, task)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._fire_at(key, due), name=f"workqueue timer {self.name} {key}")
+        self._timers[key] = _Timer(due, task)
 
-    async def _fire_at(self, item: QueueKey, due: float) -> None:
+    async def _fire_at(self, key: str, due: float) -> None:
         await self._clock.sleep(max(0.0, due - self._clock.now()))
-        timer = self._timers.get(item)
+        timer = self._timers.get(key)
         if timer is not None and timer.task is asyncio.current_task():
-            del self._timers[item]
-        self.add(item)
+            del self._timers[key]
+        self.add(key)
 
-    def _push(self, item: QueueKey) -> None:
-        self._queued_at[item] = self._clock.now()
-        self._ready.append(item)
-        metrics.WORKQUEUE_DEPTH.labels(item.controller).inc()
-        self._wakeup.set()
+    def _push(self, key: str) -> None:
+        self._queued_at[key] = self._clock.now()
+        self._ready.append(key)
+        self._on_ready()
 
     # --- processing ---------------------------------------------------------------------------------------------
 
-    async def get(self) -> QueueKey:
-        """Wait for the next ready item (FIFO) and mark it as being processed; raises once shut down."""
-        while True:
-            if self._shut_down:
-                raise QueueShutDownError
-            if self._ready:
-                return self._start(self._ready.popleft())
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    def _start(self, item: QueueKey) -> QueueKey:
+    def take(self) -> str | None:
+        """The next ready key (FIFO), now marked as being processed; ``None`` when no key is ready."""
+        if not self._ready:
+            return None
+        key = self._ready.popleft()
         now = self._clock.now()
-        queued_at = self._queued_at.pop(item)
-        metrics.WORKQUEUE_DEPTH.labels(item.controller).dec()
-        metrics.WORKQUEUE_QUEUE_DURATION.labels(item.controller).observe(now - queued_at)
-        self._cancel_timer(item)
-        self._processing[item] = now
-        return item
+        metrics.WORKQUEUE_QUEUE_DURATION.labels(self.name).observe(now - self._queued_at.pop(key))
+        self._cancel_timer(key)
+        self._processing[key] = now
+        return key
 
-    def done(self, item: QueueKey, outcome: Outcome) -> float | None:
-        """Finish processing ``item``; returns the requeue delay in seconds (``None``: not requeued)."""
+    def done(self, key: str, outcome: Outcome) -> float | None:
+        """Finish processing ``key``; returns the requeue delay in seconds (``None``: not requeued)."""
         try:
-            started = self._processing.pop(item)
+            started = self._processing.pop(key)
         except KeyError:
-            raise ValueError(f"{item} is not being processed") from None
-        metrics.WORKQUEUE_WORK_DURATION.labels(item.controller).observe(self._clock.now() - started)
-        delay = self._requeue_delay(item, outcome)
-        was_dirty = item in self._dirty
-        self._dirty.discard(item)
+            raise ValueError(f"{self.name} {key} is not being processed") from None
+        metrics.WORKQUEUE_WORK_DURATION.labels(self.name).observe(self._clock.now() - started)
+        delay = self._requeue_delay(key, outcome)
+        was_dirty = key in self._dirty
+        self._dirty.discard(key)
         if self._shut_down:
             return delay
         if delay is not None:
-            self.add_after(item, delay)
+            self.add_after(key, delay)
         if was_dirty:
-            self._push(item)
+            self._push(key)
         return delay
 
-    def _requeue_delay(self, item: QueueKey, outcome: Outcome) -> float | None:
-        attempts = self._attempts.pop(item, 0)
+    def _requeue_delay(self, key: str, outcome: Outcome) -> float | None:
+        attempts = self._attempts.pop(key, 0)
         explicit = outcome.requeue_after if outcome.requeue_after and outcome.requeue_after > 0 else None
         if outcome.kind is OutcomeKind.SUCCESS:
             if outcome.requeue_after is None:
@@ -194,73 +189,69 @@ class WorkQueue:
             return explicit if explicit is not None else backoff_delay(attempts, self._rng)
         if outcome.kind is OutcomeKind.TERMINAL and explicit is None:
             return None
-        self._attempts[item] = attempts + 1
-        metrics.WORKQUEUE_RETRIES.labels(item.controller).inc()
+        self._attempts[key] = attempts + 1
+        metrics.WORKQUEUE_RETRIES.labels(self.name).inc()
         return explicit if explicit is not None else backoff_delay(attempts, self._rng)
 
-    # --- housekeeping -------------------------------------------------------------------------------------------
+    # --- state --------------------------------------------------------------------------------------------------
 
-    def attempts(self, item: QueueKey) -> int:
-        """How many error requeues ``item`` has had since its last success."""
-        return self._attempts.get(item, 0)
+    def attempts(self, key: str) -> int:
+        """How many error requeues ``key`` has had since its last success."""
+        return self._attempts.get(key, 0)
 
     def __len__(self) -> int:
+        """How many keys are ready to be taken."""
         return len(self._ready)
+
+    @property
+    def in_flight(self) -> int:
+        """How many keys are being processed (taken, not yet ``done``)."""
+        return len(self._processing)
 
     @property
     def is_shut_down(self) -> bool:
         return self._shut_down
 
-    def forget_controller(self, name: str) -> None:
-        """Drop everything of controller ``name`` that waits, is scheduled or is marked dirty."""
-        self._drop_waiting(lambda item: item.controller == name)
-        for item in [item for item in self._timers if item.controller == name]:
-            self._cancel_timer(item)
-        self._dirty = {item for item in self._dirty if item.controller != name}
-        self._attempts = {item: n for item, n in self._attempts.items() if item.controller != name}
+    # --- shutting down ------------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop accepting items, drop waiting and scheduled ones and wake every ``get``."""
+        """Stop accepting keys; drop waiting, scheduled and dirty ones and the attempt counts.
+
+        Keys in flight can still be marked ``done``; they are not requeued.
+        """
         self._shut_down = True
-        self._drop_waiting(lambda item: True)
-        for item in list(self._timers):
-            self._cancel_timer(item)
+        self._queued_at.clear()
+        self._ready.clear()
+        for key in list(self._timers):
+            self._cancel_timer(key)
         self._dirty.clear()
-        self._wakeup.set()
+        self._attempts.clear()
 
-    def _drop_waiting(self, matches: Callable[[QueueKey], bool]) -> None:
-        kept: deque[QueueKey] = deque()
-        for item in self._ready:
-            if matches(item):
-                del self._queued_at[item]
-                metrics.WORKQUEUE_DEPTH.labels(item.controller).dec()
-            else:
-                kept.append(item)
-        self._ready = kept
+    def reopen(self) -> None:
+        """Accept keys again (its controller is registered again while reconciles of the old one still run)."""
+        self._shut_down = False
 
-    def _cancel_timer(self, item: QueueKey) -> None:
-        timer = self._timers.pop(item, None)
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
         if timer is not None:
             timer.task.cancel()
 
     # --- metrics --------------------------------------------------------------------------------------------------
 
-    def _instrument(self, controller: str) -> None:
-        """Let the in-progress gauges of ``controller`` read this queue at scrape time."""
-        if controller in self._instrumented:
-            return
-        self._instrumented.add(controller)
-        metrics.WORKQUEUE_UNFINISHED_WORK.labels(controller).set_function(lambda: self._unfinished_seconds(controller))
-        metrics.WORKQUEUE_LONGEST_RUNNING_PROCESSOR.labels(controller).set_function(
-            lambda: self._longest_running_seconds(controller)
+    def _publish_gauges(self) -> None:
+        """Let the depth and in-progress gauges of this queue's name read this queue at scrape time."""
+        metrics.WORKQUEUE_DEPTH.labels(self.name).set_function(lambda: float(len(self)))
+        metrics.WORKQUEUE_UNFINISHED_WORK.labels(self.name).set_function(lambda: sum(self._running_seconds()))
+        metrics.WORKQUEUE_LONGEST_RUNNING_PROCESSOR.labels(self.name).set_function(
+            lambda: max(self._running_seconds(), default=0.0)
         )
 
-    def _running_seconds(self, controller: str) -> list[float]:
+    def withdraw_gauges(self) -> None:
+        """Remove the gauges of this queue's name (its controller is gone); counters and histograms stay."""
+        for gauge in _GAUGES_READ_ON_SCRAPE:
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.name)
+
+    def _running_seconds(self) -> list[float]:
         now = self._clock.now()
-        return [now - started for item, started in self._processing.items() if item.controller == controller]
-
-    def _unfinished_seconds(self, controller: str) -> float:
-        return sum(self._running_seconds(controller))
-
-    def _longest_running_seconds(self, controller: str) -> float:
-        return max(self._running_seconds(controller), default=0.0)
+        return [now - started for started in self._processing.values()]

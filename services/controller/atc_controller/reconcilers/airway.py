@@ -1,4 +1,4 @@
-"""Airways: the CRD an Airway declares, and the instance controller serving it (spec 4).
+"""Airways: the CRD an Airway declares, and the instance controller serving it.
 
 ``AirwayReconciler.reconcile(name)``:
 1. adds the ``yoke.cd/strip.airway`` finalizer; on deletion runs ``_delete``;
@@ -13,7 +13,8 @@
 5. sets ``Ready`` (``Flight-Controller launched``) or ``Error`` with the message.
 
 Unlike yoke, a reconcile that finds the same Airway generation and CRD already
-served leaves the running instance controller alone. Deletion deletes the
+served leaves the running instance controller alone (docs/controller.md,
+"Where this controller differs from yoke's"). Deletion deletes the
 CRD (foreground, so every instance is torn down by its finalizer first),
 then stops the instance controller and removes the finalizer.
 """
@@ -178,7 +179,7 @@ class AirwayReconciler:
         return await self._wait_established(path)
 
     async def _apply_instance_webhook(self, airway: Object) -> None:
-        """The ValidatingWebhookConfiguration that dry-runs this Airway's instances (spec 9.1, per airway).
+        """The ValidatingWebhookConfiguration that dry-runs this Airway's instances, one per Airway.
 
         Only when the webhook is configured (TLS_CA_CERT): a Fail-policy hook pointing at no webhook
         would block every instance write.

@@ -1,13 +1,13 @@
-"""Flights and ClusterFlights: a module deployed directly, with its input in the spec (spec 7).
+"""Flights and ClusterFlights: a module deployed directly, with its input in the spec.
 
 ``FlightReconciler.reconcile(key)`` adds the ``yoke.cd/mayday.flight``
 finalizer, tears the release down on deletion, and otherwise runs the
 takeoff pipeline with the Flight's ``input``/``inputObject`` as stdin and
 ``args`` as arguments. The release history is stored as
 ``<namespace>/<Kind>.yoke.cd:<name>`` while the flight (and the ownership
-annotations) see the bare name, as in yoke. ``status.inventory`` lists every
-resource with its readiness; ``Ready`` is True once all are ready. One
-reconciler per kind: ``Flight`` (namespaced) and ``ClusterFlight``.
+annotations) see the bare name, as in yoke (docs/compatibility.md, "The same as
+yoke"). ``status.inventory`` lists every resource with its readiness; ``Ready``
+is True once all are ready. One reconciler per kind: ``Flight`` (namespaced) and ``ClusterFlight``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import logging
 
 from atc.k8s.apply import mapping_for, object_path
 from atc.k8s.client import KubeError
+from atc.k8s.crds import CLUSTERFLIGHTS_PATH, FLIGHTS_PATH
 from atc.k8s.discovery import NoMatchError
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
 from atc.k8s.reflector import Reflector
 from atc.k8s.refs import resource_ref, split_api_version
-from atc.model.constants import FINALIZER_INSTANCE
+from atc.model.constants import API_VERSION, FINALIZER_INSTANCE
 from atc.model.gocompat import DurationError
 from atc.model.specs import FlightSpec
 from atc.model.types import Object
@@ -46,7 +47,7 @@ class FlightReconciler:
         self.context = context
         self.kind = kind
         self.flights = flights
-        self.collection = "/apis/yoke.cd/v1alpha1/" + ("flights" if kind == "Flight" else "clusterflights")
+        self.collection = FLIGHTS_PATH if kind == "Flight" else CLUSTERFLIGHTS_PATH
 
     @property
     def controller_name(self) -> str:
@@ -55,7 +56,7 @@ class FlightReconciler:
     def _path(self, flight: Object) -> str:
         meta = flight["metadata"]
         if self.kind == "Flight":
-            return f"/apis/yoke.cd/v1alpha1/namespaces/{meta['namespace']}/flights/{meta['name']}"
+            return f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/flights/{meta['name']}"
         return f"{self.collection}/{meta['name']}"
 
     async def reconcile(self, key: str) -> Result:

@@ -1,6 +1,6 @@
-"""The reconcile loop of Airway instances: one custom resource in, its flight's resources applied (spec 6).
+"""The reconcile loop of Airway instances: one custom resource in, its flight's resources applied.
 
-``InstanceReconciler.reconcile(key)`` is the loop to read first. For one
+``InstanceReconciler.reconcile(key)`` is the loop to read first (docs/controller.md). For one
 custom resource of an Airway's CRD it:
 
 1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway;
@@ -35,6 +35,7 @@ from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, parse_ref, resource_ref
+from atc.model.backoff import Backoff
 from atc.model.conditions import find_condition, set_status_condition
 from atc.model.constants import (
     ANNOTATION_OVERRIDE_MODE,
@@ -61,6 +62,8 @@ log = logging.getLogger("atc.controller.instance")
 MAX_STALE_RUNS = 5  # after this many stale runs in a row the instance reports an error and backs off
 NOT_READY_REQUEUE = 5.0
 CHILD_WAIT_SECONDS = 5.0
+SIGNAL_POLL_FIRST_SECONDS = 0.02  # polling a signalled child for its new resourceVersion: 20 ms doubling
+SIGNAL_POLL_MAX_SECONDS = 0.5  # up to half a second
 
 
 def instance_controller_name(airway_name: str) -> str:
@@ -189,17 +192,16 @@ class InstanceReconciler:
             except NoMatchError:
                 continue
             path = mapping.object_path(parsed.name, parsed.namespace)
-            delay = 0.02
+            backoff = Backoff(SIGNAL_POLL_FIRST_SECONDS, SIGNAL_POLL_MAX_SECONDS)
             while time.monotonic() < deadline:
                 live = await self.context.kube.get_or_none(path)
                 if live is None or live["metadata"].get("resourceVersion") != old_version:
                     break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                await asyncio.sleep(backoff.next_delay())
         state.waits.clear()
 
     def _track(self, key: str, state: InstanceState, tracker: LookupTracker, outcome: _Outcome) -> None:
-        """Update what the modes follow from this run's lookups (spec 8.3)."""
+        """Update what the modes follow from this run's lookups (docs/controller.md, "Modes")."""
         succeeded = not outcome.error and outcome.result is not None
         if state.mode == "subscription":
             applied = {resource_ref(obj) for obj in outcome.result.objects} if succeeded and outcome.result else set()
@@ -372,7 +374,10 @@ class InstanceReconciler:
                 continue
 
     async def _check_children(self, outcome: _Outcome) -> None:
-        """Readiness of every child (spec 11.1); a child deleted behind our back is applied again."""
+        """Readiness of every child; a child deleted behind our back is applied again.
+
+        The rules and their order are in docs/controller.md, "The reconcile loop to read first", step 4.
+        """
         assert outcome.result is not None
         cluster = self.context.cluster
         for obj in outcome.result.objects:
@@ -450,7 +455,7 @@ class InstanceReconciler:
 
     # ------------------------------------------------------------------------------------ deletion
     async def _delete(self, key: str, instance: Object) -> None:
-        """Mayday: remove the children and the history, then let the object go (spec 6.10)."""
+        """Mayday: remove the children and the history, then let the object go."""
         path = self._path(instance)
         generation = int(instance["metadata"].get("generation", 0))
         terminating = ready_condition("False", "Terminating", "Mayday: Flight is being removed", generation)

@@ -1,4 +1,4 @@
-"""Writing ``status`` of yoke.cd objects and Airway instances (spec 6.8, 11.3).
+"""Writing ``status`` of yoke.cd objects and Airway instances.
 
 ``update_status`` reads the live object, gives up if its generation moved on
 (a newer reconcile will report), lets the caller change ``status``, and

@@ -1,12 +1,14 @@
-"""Admission and conversion endpoints that run flights (spec 9.2-9.4, 9.7).
+"""Admission and conversion endpoints that run flights; ``atc_webhook.server`` mounts them.
 
-- ``POST /validations/airways.yoke.cd``: an Airway's modules load and its CRD template passes a dry-run;
+- ``POST /validations/airways.yoke.cd``: an Airway's modules load and its CRD template passes a dry run;
 - ``POST /validations/flights.yoke.cd``: a dry-run takeoff of a Flight or ClusterFlight;
 - ``POST /validations/{airway}``: override annotations need the right to update Airways, then a
   dry-run takeoff of the instance (the per-Airway configuration the controller registers points here);
 - ``POST /crdconvert/{airway}``: the Airway's converter flight answers a ConversionReview.
 
-The decisions live in ``atc_webhook.validation``; this module only decodes and answers.
+Each admission route gathers its inputs (the flight runtime, the cached Airway), takes the pure
+decision of ``atc_webhook.decisions``, and performs its checks with ``atc_webhook.validation``
+(``admit_airway``, ``admit_flight``, ``admit_instance``); see docs/webhook.md.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from atc.model.types import Object
 from atc.model.webhook_configs import AIRWAYS_PATH as AIRWAY_PATH
 from atc.model.webhook_configs import FLIGHTS_PATH as FLIGHT_PATH
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, answer
-from atc_webhook.context import WebhookContext, context_of
-from atc_webhook.validation import FlightServices, check_airway, check_flight, check_instance, convert
+from atc_webhook.context import FlightServices, WebhookContext, context_of
+from atc_webhook.conversion import convert
+from atc_webhook.decisions import Check, Outcome, decide_airway, decide_flight, decide_instance
+from atc_webhook.validation import run_check
 
 router = APIRouter()
 
@@ -32,12 +37,40 @@ def _flights(context: WebhookContext) -> FlightServices:
     return context.flights
 
 
+def _cached_airway(context: WebhookContext, name: str) -> Object:
+    found = context.caches.airway(name)
+    if found is None:
+        raise AdmissionHTTPError(500, f'failed to get airway: airways.yoke.cd "{name}" not found')
+    return found
+
+
+async def checked(services: FlightServices, outcome: Outcome[Check]) -> Verdict:
+    """Run the outcome's checks in order: the first denial is the answer, else the outcome's verdict."""
+    for check in outcome.effects:
+        denial = await run_check(services, check)
+        if denial is not None:
+            return denial
+    return outcome.verdict
+
+
+async def admit_airway(services: FlightServices, review: Review) -> Verdict:
+    return await checked(services, decide_airway(review))
+
+
+async def admit_flight(services: FlightServices, review: Review) -> Verdict:
+    return await checked(services, decide_flight(review))
+
+
+async def admit_instance(services: FlightServices, airway: Object, review: Review) -> Verdict:
+    return await checked(services, decide_instance(review, airway))
+
+
 @router.post(AIRWAY_PATH)
 async def validate_airway(request: Request) -> Response:
     context = context_of(request)
 
     async def decide(review: Review) -> Verdict:
-        return await check_airway(_flights(context), review.object or {})
+        return await admit_airway(_flights(context), review)
 
     return await answer(request, AIRWAY_PATH, decide)
 
@@ -47,8 +80,7 @@ async def validate_flight(request: Request) -> Response:
     context = context_of(request)
 
     async def decide(review: Review) -> Verdict:
-        kind = str((review.object or {}).get("kind", "Flight"))
-        return await check_flight(_flights(context), review.object or {}, kind)
+        return await admit_flight(_flights(context), review)
 
     return await answer(request, FLIGHT_PATH, decide)
 
@@ -59,10 +91,8 @@ async def validate_instance(request: Request, airway: str) -> Response:
     path = f"/validations/{airway}"
 
     async def decide(review: Review) -> Verdict:
-        found = context.caches.airway(airway)
-        if found is None:
-            raise AdmissionHTTPError(500, f'failed to get airway: airways.yoke.cd "{airway}" not found')
-        return await check_instance(_flights(context), found, review.request)
+        found = _cached_airway(context, airway)
+        return await admit_instance(_flights(context), found, review)
 
     return await answer(request, path, decide, keep_request=True)
 
