@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
-from atc.k8s.access import GatewayError
+from atc.k8s.access import GatewayError, LookupTracker
 from atc.k8s.discovery import NoMatchError, RestMapping
+from atc.release.takeoff import TakeoffRequest
 
 SECRET = RestMapping("", "v1", "Secret", "secrets", True)
 NAMESPACE = RestMapping("", "v1", "Namespace", "namespaces", False)
@@ -81,3 +83,10 @@ async def settle() -> None:
     """Let every runnable task run until it blocks again."""
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+def comparable_request(request: TakeoffRequest) -> TakeoffRequest:
+    """A takeoff request without what only one caller has (its API gateway, its lookup tracker, dry_run),
+    to compare the controller's request with the webhook's dry run of the same object."""
+    access = dataclasses.replace(request.access, gateway=None, tracker=LookupTracker())
+    return dataclasses.replace(request, access=access, dry_run=False)

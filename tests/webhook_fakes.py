@@ -107,6 +107,52 @@ def airway(group: str = "examples.com", mode: str = "static", *, version: str = 
     }
 
 
+def airway_with_flight(**spec: Any) -> Object:
+    """A complete Airway with a uid and a flight URL, for the admission decisions and takeoff requests."""
+    template = {
+        "group": "examples.com",
+        "names": {"kind": "Backend", "plural": "backends", "singular": "backend"},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+    }
+    return {
+        "apiVersion": "yoke.cd/v1alpha1",
+        "kind": "Airway",
+        "metadata": {"name": "backends.examples.com", "uid": "airway-uid"},
+        "spec": {"wasmUrls": {"flight": "oci://registry/flight"}, "template": template, **spec},
+    }
+
+
+INSTANCE_REF = "ns/Backend.examples.com:inst"
+RELEASE = "examples.com.Backend.ns.inst"
+
+
+def desired_configmap() -> Object:
+    """A child as the active revision holds it (stamped with yoke's labels and annotations)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "cm",
+            "namespace": "ns",
+            "labels": {"app.kubernetes.io/managed-by": "atc.yoke"},
+            "annotations": {
+                "instance.atc.yoke.cd/release": RELEASE,
+                "instance.atc.yoke.cd/namespace": "ns",
+                "instance.atc.yoke.cd/instanceRef": INSTANCE_REF,
+            },
+        },
+        "data": {"key": "value"},
+    }
+
+
+def live_configmap() -> Object:
+    """The same child as the API server has it."""
+    obj = desired_configmap()
+    obj["metadata"].update(uid="cm-uid", resourceVersion="100", creationTimestamp="2026-01-01T00:00:00Z")
+    return obj
+
+
 def instance_metadata(name: str, namespace: str, annotations: dict[str, str] | None = None) -> Object:
     return {
         "apiVersion": "meta.k8s.io/v1",

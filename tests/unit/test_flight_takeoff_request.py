@@ -8,13 +8,12 @@ would send (the companion of ``test_instance_takeoff_request.py``).
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from fakes import comparable_request as comparable
 
-from atc.k8s.access import LookupTracker
 from atc.model.specs import FlightSpec
 from atc.model.types import Object
 from atc.release.invocation import FlightDefaults
@@ -83,12 +82,6 @@ async def webhook_request(obj: Object, monkeypatch: pytest.MonkeyPatch) -> Takeo
     assert verdict.allowed, verdict
     assert len(captured) == 1
     return captured[0]
-
-
-def comparable(request: TakeoffRequest) -> TakeoffRequest:
-    """The request without what only one caller has: its API gateway, its lookup tracker, dry_run."""
-    access = dataclasses.replace(request.access, gateway=None, tracker=LookupTracker())
-    return dataclasses.replace(request, access=access, dry_run=False)
 
 
 @pytest.mark.parametrize("kind", ["Flight", "ClusterFlight"])

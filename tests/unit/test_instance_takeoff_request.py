@@ -9,11 +9,12 @@ and be refused by ``atc-resources``: the bug this guards against.
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from fakes import comparable_request as comparable
+from webhook_fakes import airway_with_flight
 
 from atc.k8s.access import LookupTracker
 from atc.model.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
@@ -30,21 +31,6 @@ from atc_webhook.admission import Review
 from atc_webhook.routers.flights import admit_instance
 
 MODULE = cast(Any, SimpleNamespace(url="oci://registry/flight", sha256="ab", sha1="cd"))
-
-
-def airway(**spec: Any) -> Object:
-    template = {
-        "group": "examples.com",
-        "names": {"kind": "Backend", "plural": "backends", "singular": "backend"},
-        "scope": "Namespaced",
-        "versions": [{"name": "v1", "served": True, "storage": True}],
-    }
-    return {
-        "apiVersion": "yoke.cd/v1alpha1",
-        "kind": "Airway",
-        "metadata": {"name": "backends.examples.com", "uid": "airway-uid"},
-        "spec": {"wasmUrls": {"flight": "oci://registry/flight"}, "template": template, **spec},
-    }
 
 
 def instance() -> Object:
@@ -90,12 +76,6 @@ async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.M
     return captured[0]
 
 
-def comparable(request: TakeoffRequest) -> TakeoffRequest:
-    """The request without what only one caller has: its API gateway, its lookup tracker, dry_run."""
-    access = dataclasses.replace(request.access, gateway=None, tracker=LookupTracker())
-    return dataclasses.replace(request, access=access, dry_run=False)
-
-
 @pytest.mark.parametrize(
     "spec",
     [
@@ -105,7 +85,7 @@ def comparable(request: TakeoffRequest) -> TakeoffRequest:
     ],
 )
 async def test_controller_and_webhook_build_the_same_request(spec: Object, monkeypatch: pytest.MonkeyPatch) -> None:
-    airway_obj = airway(**spec)
+    airway_obj = airway_with_flight(**spec)
     real = await controller_request(airway_obj, instance(), monkeypatch)
     dry = await webhook_request(airway_obj, instance(), monkeypatch)
     assert dry.dry_run
@@ -114,7 +94,7 @@ async def test_controller_and_webhook_build_the_same_request(spec: Object, monke
 
 
 async def test_the_request_carries_what_atc_resources_protects(monkeypatch: pytest.MonkeyPatch) -> None:
-    dry = await webhook_request(airway(), instance(), monkeypatch)
+    dry = await webhook_request(airway_with_flight(), instance(), monkeypatch)
     assert dry.managed_by == MANAGED_BY_ATC
     assert dry.extra_annotations == {ANNOTATION_INSTANCE_REF: "team/Backend.examples.com:c4ts"}
     assert dry.owner_references == [{"apiVersion": "examples.com/v1", "kind": "Backend", "name": "c4ts", "uid": "u-1"}]
@@ -141,17 +121,17 @@ def test_object_path_through_a_non_object_is_an_error_naming_where() -> None:
 
 
 def test_stdin_is_the_value_at_the_object_path() -> None:
-    spec = AirwaySpec.model_validate(airway(objectPath=["spec", "nested"])["spec"])
+    spec = AirwaySpec.model_validate(airway_with_flight(objectPath=["spec", "nested"])["spec"])
     assert instance_object.instance_stdin(spec, instance()) == b'{"value":1}'
 
 
 def test_the_builder_alone_gives_the_cluster_scoped_release_its_default_namespace() -> None:
     spec = AirwaySpec.model_validate(
-        airway()["spec"] | {"template": airway()["spec"]["template"] | {"scope": "Cluster"}}
+        airway_with_flight()["spec"] | {"template": airway_with_flight()["spec"]["template"] | {"scope": "Cluster"}}
     )
     obj = instance()
     del obj["metadata"]["namespace"]
-    request = instance_takeoff_request(airway(), spec, obj, MODULE, defaults=FlightDefaults(), gateway=None)
+    request = instance_takeoff_request(airway_with_flight(), spec, obj, MODULE, defaults=FlightDefaults(), gateway=None)
     assert request.namespace == "default"
     assert request.cross_namespace
 
@@ -159,7 +139,7 @@ def test_the_builder_alone_gives_the_cluster_scoped_release_its_default_namespac
 def test_a_flight_without_its_own_memory_cap_gets_the_default() -> None:
     defaults = FlightDefaults(memory_mib=256)
     for declared, cap in ((0, 256), (1024, 1024)):
-        airway_obj = airway(maxMemoryMib=declared)
+        airway_obj = airway_with_flight(maxMemoryMib=declared)
         spec = AirwaySpec.model_validate(airway_obj["spec"])
         request = instance_takeoff_request(airway_obj, spec, instance(), MODULE, defaults=defaults, gateway=None)
         assert request.max_memory_mib == cap
@@ -176,7 +156,7 @@ def test_a_flight_without_its_own_memory_cap_gets_the_default() -> None:
 def test_only_a_namespaced_airway_that_did_not_opt_in_refuses_privileged_output(
     scope: str, annotations: dict[str, str], refused: bool
 ) -> None:
-    airway_obj = airway()
+    airway_obj = airway_with_flight()
     airway_obj["spec"]["template"]["scope"] = scope
     airway_obj["metadata"]["annotations"] = annotations
     spec = AirwaySpec.model_validate(airway_obj["spec"])

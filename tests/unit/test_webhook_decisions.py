@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from webhook_fakes import INSTANCE_REF, RELEASE, airway_with_flight, desired_configmap, live_configmap
 
 from atc.k8s.signals import ChildChange
 from atc.model.specs import AirwaySpec, FlightSpec, Mode
@@ -38,8 +39,6 @@ from atc_webhook.decisions import (
 )
 from atc_webhook.routers.resources import admit_resource_change
 
-INSTANCE_REF = "ns/Backend.examples.com:inst"
-RELEASE = "examples.com.Backend.ns.inst"
 ADMIN = "admin"
 GC = "system:serviceaccount:kube-system:generic-garbage-collector"
 BACKENDS = AirwayInfo("backends.examples.com", "examples.com", "Backend", "backends", "v1", True, "static")
@@ -74,28 +73,6 @@ def test_decisions_are_plain_functions() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- children
-def desired_configmap() -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "cm",
-            "namespace": "ns",
-            "labels": {"app.kubernetes.io/managed-by": "atc.yoke"},
-            "annotations": {
-                "instance.atc.yoke.cd/release": RELEASE,
-                "instance.atc.yoke.cd/namespace": "ns",
-                "instance.atc.yoke.cd/instanceRef": INSTANCE_REF,
-            },
-        },
-        "data": {"key": "value"},
-    }
-
-
-def live_configmap() -> Object:
-    obj = desired_configmap()
-    obj["metadata"].update(uid="cm-uid", resourceVersion="100", creationTimestamp="2026-01-01T00:00:00Z")
-    return obj
 
 
 def update(change: Callable[[Object], None], **kwargs: Any) -> Review:
@@ -260,23 +237,10 @@ def test_standard_mode_allows_without_a_signal() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- airways
-def airway_object(**spec: Any) -> Object:
-    template = {
-        "group": "examples.com",
-        "names": {"kind": "Backend", "plural": "backends"},
-        "scope": "Namespaced",
-        "versions": [{"name": "v1", "served": True, "storage": True}],
-    }
-    return {
-        "apiVersion": "yoke.cd/v1alpha1",
-        "kind": "Airway",
-        "metadata": {"name": "backends.examples.com", "uid": "airway-uid"},
-        "spec": {"wasmUrls": {"flight": "https://example.com/flight.wasm"}, "template": template, **spec},
-    }
 
 
 def test_an_airway_is_checked_for_its_modules_then_its_crd() -> None:
-    airway = airway_object()
+    airway = airway_with_flight()
     outcome = decide_airway(review("CREATE", None, airway))
     assert allowed(outcome)
     spec = AirwaySpec.model_validate(airway["spec"])
@@ -290,7 +254,7 @@ def test_an_airway_is_checked_for_its_modules_then_its_crd() -> None:
 
 
 def test_an_invalid_airway_spec_is_denied_without_checks() -> None:
-    outcome = decide_airway(review("CREATE", None, airway_object(mode="bogus")))
+    outcome = decide_airway(review("CREATE", None, airway_with_flight(mode="bogus")))
     assert not outcome.verdict.allowed
     assert outcome.verdict.reason == "Invalid"
     assert outcome.verdict.message.startswith("invalid airway spec: 1 validation error for AirwaySpec\nmode")
@@ -298,7 +262,7 @@ def test_an_invalid_airway_spec_is_denied_without_checks() -> None:
 
 
 def test_an_airway_being_deleted_is_admitted_without_checks() -> None:
-    airway = airway_object(mode="bogus")
+    airway = airway_with_flight(mode="bogus")
     airway["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     outcome = decide_airway(review("UPDATE", airway, airway))
     assert allowed(outcome)
@@ -363,7 +327,7 @@ USER = {"username": ADMIN, "uid": "user-uid", "groups": ["devs"]}
 
 
 def test_an_instance_without_overrides_is_dry_run() -> None:
-    airway, obj = airway_object(), backend()
+    airway, obj = airway_with_flight(), backend()
     outcome = decide_instance(review("CREATE", None, obj), airway)
     assert allowed(outcome)
     assert outcome.effects == (DryRunInstance(airway, AirwaySpec.model_validate(airway["spec"]), obj),)
@@ -384,7 +348,7 @@ def test_an_instance_without_overrides_is_dry_run() -> None:
 def test_changing_override_annotations_needs_authorization_first(
     operation: str, old: dict[str, str] | None, new: dict[str, str], authorize: bool
 ) -> None:
-    airway, obj = airway_object(), backend(**new)
+    airway, obj = airway_with_flight(), backend(**new)
     outcome = decide_instance(review(operation, None if old is None else backend(**old), obj), airway)
     dry_run = DryRunInstance(airway, AirwaySpec.model_validate(airway["spec"]), obj)
     assert outcome.effects == ((AuthorizeOverrides(USER), dry_run) if authorize else (dry_run,))
@@ -392,7 +356,7 @@ def test_changing_override_annotations_needs_authorization_first(
 
 
 def test_skip_admission_webhook_keeps_only_the_override_check() -> None:
-    airway = airway_object(skipAdmissionWebhook=True)
+    airway = airway_with_flight(skipAdmissionWebhook=True)
     plain = decide_instance(review("CREATE", None, backend()), airway)
     assert allowed(plain, "admission skipped")
     assert plain.effects == ()

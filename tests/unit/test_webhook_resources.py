@@ -15,7 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision_secret
+from webhook_fakes import (
+    RELEASE,
+    SECRETS,
+    FakeKube,
+    airway,
+    desired_configmap,
+    instance_metadata,
+    live_configmap,
+    revision_secret,
+)
 
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.signals import parse_child_changed
@@ -30,34 +39,8 @@ from atc_webhook.signals import SignalWriter
 from atc_webhook.tls import CertificateReloader
 
 INSTANCES = "/apis/examples.com/v1/backends"
-INSTANCE_REF = "ns/Backend.examples.com:inst"
-RELEASE = "examples.com.Backend.ns.inst"
 ADMIN = "admin"
 GC = "system:serviceaccount:kube-system:generic-garbage-collector"
-
-
-def desired_configmap() -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "cm",
-            "namespace": "ns",
-            "labels": {"app.kubernetes.io/managed-by": "atc.yoke"},
-            "annotations": {
-                "instance.atc.yoke.cd/release": RELEASE,
-                "instance.atc.yoke.cd/namespace": "ns",
-                "instance.atc.yoke.cd/instanceRef": INSTANCE_REF,
-            },
-        },
-        "data": {"key": "value"},
-    }
-
-
-def live_configmap() -> Object:
-    obj = desired_configmap()
-    obj["metadata"].update(uid="cm-uid", resourceVersion="100", creationTimestamp="2026-01-01T00:00:00Z")
-    return obj
 
 
 def review(
