@@ -1,13 +1,16 @@
 # syntax=docker/dockerfile:1
-# Images of the two ATC services, built from ONE wheel of this repository:
-#   docker build --target controller -t atc-controller:0.1.0 .
-#   docker build --target webhook    -t atc-webhook:0.1.0 .
-# The builder builds the wheel and installs it, with its dependencies pinned by
-# requirements.lock, into /opt/venv; the runtime stages copy only that venv onto
-# python:3.11-slim and run the console scripts as the numeric non-root user 65532.
-# See docs/deploy.md.
+# ONE image of the ATC, built from one wheel of this repository, holding both services' console
+# scripts: `atc-controller` (the default command) and `atc-webhook`. The Helm chart and
+# docker-compose.yml pick the command per container.
+#   docker build -t atc:0.1.0 .                    # the base below, pinned by digest
+#   docker build --build-arg PYTHON_IMAGE=<image> .  # any Python 3.11 image with python and pip on PATH,
+#                                                    # e.g. the Debian-built one of tools/baseimage.py
+# The builder builds the wheel and installs it, with its dependencies pinned by requirements.lock,
+# into /opt/venv; the runtime stage copies only that venv and runs as the numeric non-root user
+# 65532. See docs/deploy.md.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# python:3.11-slim (Debian bookworm) by digest; docs/deploy.md says how to move it.
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 # ------------------------------------------------------------------------------------------------ builder
 FROM ${PYTHON_IMAGE} AS builder
@@ -15,19 +18,25 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
-COPY pyproject.toml README.md requirements.lock ./
+# The runtime dependencies first, at the exact versions of requirements.lock (its dev tools are not
+# installed), in a layer of their own: a change of the sources does not reinstall them.
+COPY pyproject.toml requirements.lock ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/runtime-requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --constraint requirements.lock -r /tmp/runtime-requirements.txt
+# Then one wheel (atc, atc_controller, atc_webhook), without dependencies: they are in place.
+COPY README.md ./
 COPY src ./src
 COPY services ./services
-# One wheel (atc, atc_controller, atc_webhook); then only its runtime dependencies,
-# at the exact versions of requirements.lock (dev tools in the lock are not installed).
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --constraint requirements.lock /wheels/*.whl \
+    && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip \
     && mkdir -p /rootfs/var/lib/atc/cache /rootfs/var/lib/atc/tls
 
 # ------------------------------------------------------------------------------------------------ runtime
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS atc
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="yoke-atc-py" \
@@ -45,17 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     CACHE_FS=/var/lib/atc/cache
 WORKDIR /var/lib/atc
 USER 65532:65532
-
-# ------------------------------------------------------------------------------------------------ controller
-FROM runtime AS controller
-LABEL org.opencontainers.image.title="atc-controller"
-# 8080 /metrics (METRICS_PORT), 8081 /healthz and /readyz (HEALTH_PORT)
-EXPOSE 8080 8081
-ENTRYPOINT ["atc-controller"]
-
-# ------------------------------------------------------------------------------------------------ webhook
-FROM runtime AS webhook
-LABEL org.opencontainers.image.title="atc-webhook"
-# 3000 HTTPS: admission, conversion, /healthz, /readyz, /metrics (PORT)
-EXPOSE 3000
-ENTRYPOINT ["atc-webhook"]
+# atc-controller: 8080 /metrics (METRICS_PORT), 8081 /healthz and /readyz (HEALTH_PORT)
+# atc-webhook: 3000 HTTPS: admission, conversion, /healthz, /readyz, /metrics (PORT)
+EXPOSE 8080 8081 3000
+CMD ["atc-controller"]

@@ -21,8 +21,9 @@ from atc_webhook.settings import WebhookSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-# compose service -> the settings model of the ATC service it runs (matched by the Dockerfile target)
-TARGET_SETTINGS: dict[str, type[SettingsBase]] = {"controller": ControllerSettings, "webhook": WebhookSettings}
+# the ATC image's commands -> the settings model of the service each runs
+COMMAND_SETTINGS: dict[str, type[SettingsBase]] = {"atc-controller": ControllerSettings, "atc-webhook": WebhookSettings}
+ATC_IMAGE = "atc:dev"
 # what the images set themselves or the Python runtime reads; not settings
 RUNTIME_VARIABLES = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
 
@@ -45,12 +46,12 @@ def setting_names(model: type[SettingsBase]) -> set[str]:
 
 
 def atc_services(compose: dict[str, Any]) -> dict[str, type[SettingsBase]]:
-    """Compose services built from the Dockerfile, with the settings model of their target."""
+    """Compose services running the ATC image, with the settings model of their command."""
     found = {}
     for name, service in compose["services"].items():
-        build = service.get("build")
-        if isinstance(build, dict) and build.get("target") in TARGET_SETTINGS:
-            found[name] = TARGET_SETTINGS[build["target"]]
+        command = service.get("command") or []
+        if service.get("image") == ATC_IMAGE and command and command[0] in COMMAND_SETTINGS:
+            found[name] = COMMAND_SETTINGS[command[0]]
     return found
 
 

@@ -161,3 +161,18 @@ async def test_invalid_wasm_is_a_compile_error(engine: FlightEngine, tmp_path: P
     bad.write_bytes(b"\0asm\x01\0\0\0garbage")
     with pytest.raises(CompileError, match="failed to compile module"):
         await ModuleCache(engine, tmp_path / "cache").load(str(bad))
+
+
+async def test_an_artefact_that_cannot_be_mapped_executable_is_loaded_into_memory(
+    engine: FlightEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a CACHE_FS on a noexec mount (docker --tmpfs, hardened emptyDirs): mapping fails with EACCES
+    def refused(*_: object) -> wasmtime.Module:
+        raise wasmtime.WasmtimeError("unable to make memory executable: Permission denied (os error 13)")
+
+    monkeypatch.setattr(wasmtime.Module, "deserialize_file", staticmethod(refused))
+    path, _ = module_file(tmp_path, 11)
+    loaded = await ModuleCache(engine, tmp_path / "cache").load(str(path))
+    await run_flight_async(engine, loaded.prepared, Invocation())
+    assert "loading them into memory" in caplog.text
+    assert _artefact(tmp_path / "cache").is_file(), "the artefact stays cached on disk"

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wasmtime import Module, WasmtimeError
+from wasmtime import Engine, Module, WasmtimeError
 
 from .checksum import checksum_from_url, sha1_hex, sha256_hex
 from .engine import COMPILERS, CRANELIFT, WINCH, FlightEngine, PreparedModule
@@ -156,6 +156,7 @@ class ModuleCache:
         self._compiling: dict[tuple[str, str], asyncio.Future[LoadedModule]] = {}
         self._background: set[asyncio.Future[LoadedModule]] = set()
         self._compile_slots = asyncio.Semaphore(1)
+        self._noexec_reported = False
         self._verdicts: OrderedDict[tuple[str, str], str | None] = OrderedDict()  # -> failure reason or None
 
     # ------------------------------------------------------------------ public
@@ -359,12 +360,24 @@ class ModuleCache:
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") != backend.fingerprint or meta.get("cwasm_sha256") != _file_sha256(artefact):
                 raise ValueError("artefact does not match its record")
-            return Module.deserialize_file(backend.engine, str(artefact))
+            return self._map_or_read(backend.engine, artefact)
         except (OSError, ValueError, KeyError, WasmtimeError):
             for path in (artefact, meta_path):
                 with contextlib.suppress(OSError):
                     path.unlink()
             return None
+
+    def _map_or_read(self, engine: Engine, artefact: Path) -> Module:
+        """Map the artefact; on a ``noexec`` mount (a hardened emptyDir, docker's ``--tmpfs``) the mapping
+        cannot be made executable, so load a copy into memory instead (docs/flight-runtime.md)."""
+        try:
+            return Module.deserialize_file(engine, str(artefact))
+        except WasmtimeError:
+            module = Module.deserialize(engine, artefact.read_bytes())
+            if not self._noexec_reported:
+                self._noexec_reported = True
+                log.warning("CACHE_FS cannot map compiled modules executable (noexec?); loading them into memory")
+            return module
 
     async def _compile(self, sha256: str, compiler: str) -> None:
         artefact, meta_path = self._artefact_paths(sha256, compiler)
