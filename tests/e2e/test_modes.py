@@ -295,11 +295,13 @@ async def test_flight_admission_dry_runs_the_flight_as_the_controller_would(harn
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
-async def test_drift_made_while_the_webhook_is_down_is_repaired_within_5_seconds(
+async def test_drift_made_while_the_webhook_is_down_is_repaired_by_the_controllers_watches(
     harness: Harness, mode: str, record_property: Callable[[str, object], None]
 ) -> None:
     """atc-resources fails open: with the webhook down, an edit and a delete of children pass. The
-    controller's own watches put both back (no fixDriftInterval), and the guard works again after."""
+    controller's own watches put both back (no fixDriftInterval: without the watches nothing would), and
+    the guard works again after. How fast is recorded (``repair_seconds``; about 1 s on a quiet machine),
+    not asserted: timing belongs to benchmarks, and a loaded CI machine must not fail it."""
     _, webhook = await harness.start_atc()
     ref = await ready_airway(harness, "multi", mode=mode)
     await harness.create_instance(ref, "o", {"configMaps": {"a": "1", "b": "1"}})
@@ -315,10 +317,18 @@ async def test_drift_made_while_the_webhook_is_down_is_repaired_within_5_seconds
         back = await harness.kube.get_or_none(deleted)
         return restored and back is not None and not back["metadata"].get("deletionTimestamp")
 
-    await eventually(repaired, timeout=5, interval=0.05, what="both children put back while the webhook is down")
+    await eventually(repaired, timeout=30, interval=0.05, what="both children put back while the webhook is down")
     record_property("repair_seconds", round(time.monotonic() - started, 2))
     await harness.start_webhook("atc-webhook-again")  # back: the guard works again
     if mode == "static":
-        with pytest.raises(KubeError) as refused:
-            await harness.kube.request("PATCH", edited, body={"data": {"value": "after"}}, content_type=MERGE)
-        assert "cannot modify flight sub-resources" in denial(refused.value)
+        # the API server takes a moment to follow the re-registered configuration (the new webhook
+        # listens on another port); until then the old address fails open and the controller repairs
+        async def refused() -> str:
+            try:
+                await harness.kube.request("PATCH", edited, body={"data": {"value": "after"}}, content_type=MERGE)
+            except KubeError as exc:
+                return denial(exc)
+            return ""
+
+        message = await eventually(refused, timeout=30, interval=0.5, what="the guard refusing edits again")
+        assert "cannot modify flight sub-resources" in message
