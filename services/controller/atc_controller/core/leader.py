@@ -6,7 +6,8 @@ the Lease or takes it over once the current holder has not renewed it for
 ``leaseDurationSeconds`` (measured on the local monotonic clock from when this
 elector last saw the Lease change, so clock skew between pods does not
 matter), using the Lease's resourceVersion for optimistic concurrency. The
-leader renews every ``retry_period``; when renewing fails for
+leader renews every ``retry_period`` (one PUT of the Lease it last wrote; it reads the Lease only
+when that is refused); when renewing fails for
 ``renew_deadline`` it cancels ``lead`` at once and competes again (or raises
 ``LeadershipLostError`` with ``exit_on_loss``). ``stop`` ends a term
 gracefully and releases the Lease so another replica takes over within one
@@ -85,6 +86,7 @@ class LeaderElector:
         self._path = f"{self._collection}/{name}"
         self._observed_spec: Object | None = None
         self._observed_at = 0.0
+        self._held: Object | None = None  # the Lease as this elector last wrote it, while it holds it
         self._leading = False
         self._stopped = asyncio.Event()
 
@@ -111,6 +113,7 @@ class LeaderElector:
                 end = await self._hold(lead)
             finally:
                 self._leading = False
+                self._held = None
                 status.set(0)
             if end is not _TermEnd.LOST:
                 return
@@ -132,7 +135,15 @@ class LeaderElector:
         return False
 
     async def _try_acquire_or_renew(self) -> bool:
-        """One round of client-go's ``tryAcquireOrRenew``: True when this elector holds a fresh Lease."""
+        """One round of client-go's ``tryAcquireOrRenew``: True when this elector holds a fresh Lease.
+
+        Fast path, as client-go's: a holder renews with one PUT of the Lease it last wrote (its
+        resourceVersion makes the update optimistic). Only when that fails (someone else wrote the
+        Lease: 409, or any error) does it read the Lease first. An idle leader so sends one request
+        per retry period instead of two.
+        """
+        if self._held is not None and await self._renew_held(self._held):
+            return True
         try:
             lease = await self._kube.get(self._path)
         except KubeError as exc:
@@ -145,8 +156,25 @@ class LeaderElector:
         if holder and holder != self.identity and not self._observed_expired(spec):
             return False
         lease["spec"] = self._next_spec(spec, holder)
-        self._observe(await self._kube.request("PUT", self._path, body=lease))
+        self._hold_written(await self._kube.request("PUT", self._path, body=lease))
         return True
+
+    async def _renew_held(self, held: Object) -> bool:
+        """PUT the held Lease with a new renewTime; False (and forget it) when the write is refused."""
+        lease = {**held, "spec": self._next_spec(held.get("spec") or {}, self.identity)}
+        try:
+            written = await self._kube.request("PUT", self._path, body=lease)
+        except KubeError as exc:
+            self._held = None
+            log.debug("fast lease renewal refused", extra={"lease": self.name, "error": str(exc)})
+            return False
+        self._hold_written(written)
+        return True
+
+    def _hold_written(self, lease: Object) -> None:
+        """Remember a Lease this elector wrote as holder (for the next fast renewal)."""
+        self._observe(lease)
+        self._held = lease if (lease.get("spec") or {}).get("holderIdentity") == self.identity else None
 
     async def _create_lease(self) -> bool:
         spec = {**self._next_spec({}, ""), "leaseTransitions": 0}
@@ -156,7 +184,7 @@ class LeaderElector:
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": spec,
         }
-        self._observe(await self._kube.request("POST", self._collection, body=body))
+        self._hold_written(await self._kube.request("POST", self._collection, body=body))
         return True
 
     def _next_spec(self, spec: Object, holder: str) -> Object:
@@ -217,6 +245,7 @@ class LeaderElector:
 
     async def _release(self) -> None:
         """Hand the Lease back (empty holder) so another replica can take it at once."""
+        self._held = None
         try:
             lease = await asyncio.wait_for(self._kube.get(self._path), self._renew_deadline)
             spec: Object = lease.get("spec") or {}
