@@ -144,6 +144,7 @@ async def test_update_writes_a_revision_and_prunes_a_removed_child(harness: Harn
 
 
 async def test_unchanged_resync_sends_no_apply_and_writes_nothing(harness: Harness) -> None:
+    """Resyncs of an unchanged instance and its unchanged Airway: reconciles, but no apply, no write."""
     controller = await harness.start_controller(RESYNC_SECONDS="1")
     ref = await ready_airway(harness, "multi")
     await harness.create_instance(ref, "quiet", {"configMaps": {"a": "1", "b": "2"}, "replicas": 1})
@@ -154,9 +155,13 @@ async def test_unchanged_resync_sends_no_apply_and_writes_nothing(harness: Harne
         "APPLY", "deployments"
     )
     secret_posts = await harness.apiserver_requests("POST", "secrets")
+    crd_applies = await harness.apiserver_requests("APPLY", "customresourcedefinitions")
     reconciles = await _reconcile_count(harness, controller.metrics_port, f"instance:{ref.name}")
+    airway_reconciles = await _reconcile_count(harness, controller.metrics_port, "airway")
     await asyncio.sleep(5)  # about five resyncs
     assert await _reconcile_count(harness, controller.metrics_port, f"instance:{ref.name}") >= reconciles + 3
+    assert await _reconcile_count(harness, controller.metrics_port, "airway") >= airway_reconciles + 3
+    assert await harness.apiserver_requests("APPLY", "customresourcedefinitions") == crd_applies
     after_applies = await harness.apiserver_requests("APPLY", "configmaps") + await harness.apiserver_requests(
         "APPLY", "deployments"
     )

@@ -22,6 +22,8 @@ then stops the instance controller and removes the finalizer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -78,6 +80,9 @@ class AirwayReconciler:
         self.context = context
         self.airways = airways
         self.running: dict[str, RunningInstances] = {}
+        # CRD path -> (digest of the body applied, resourceVersion once Established): an unchanged
+        # Airway whose CRD nobody touched since is not applied again on every resync
+        self._applied_crds: dict[str, tuple[str, str]] = {}
 
     async def reconcile(self, key: str) -> Result:
         airway = self.airways.get("", key)
@@ -172,11 +177,22 @@ class AirwayReconciler:
                 f'failed to apply airway\'s template crd: failed to validate resource release: expected release "" '
                 f'but resource is already owned by "{owner}"'
             )
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        if existing is not None and self._unchanged_since_applied(path, digest, existing):
+            return existing
         try:
             await self.context.kube.apply(path, body, field_manager=FIELD_MANAGER_APPLY, force=False)
         except KubeError as exc:
+            self._applied_crds.pop(path, None)
             raise TerminalError(f"failed to apply airway's template crd: {exc}") from None
-        return await self._wait_established(path)
+        crd = await self._wait_established(path)
+        self._applied_crds[path] = (digest, crd["metadata"].get("resourceVersion", ""))
+        return crd
+
+    def _unchanged_since_applied(self, path: str, digest: str, existing: Object) -> bool:
+        """This body was applied, and the CRD is Established and untouched since (same resourceVersion)."""
+        applied = (digest, existing["metadata"].get("resourceVersion", ""))
+        return _established(existing) and self._applied_crds.get(path) == applied
 
     async def _apply_instance_webhook(self, airway: Object) -> None:
         """The ValidatingWebhookConfiguration that dry-runs this Airway's instances, one per Airway.
@@ -197,8 +213,7 @@ class AirwayReconciler:
         deadline = time.monotonic() + ESTABLISHED_TIMEOUT
         while True:
             crd = await self.context.kube.get(path)
-            conditions = (crd.get("status") or {}).get("conditions") or []
-            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            if _established(crd):
                 return crd
             if time.monotonic() > deadline:
                 raise RuntimeError("airway's template crd failed to become ready: timed out after 1m0s")
@@ -273,6 +288,7 @@ class AirwayReconciler:
             if not exc.not_found:
                 raise RuntimeError(f"failed to remove admission validation webhook: {exc}") from None
         path = f"{CRDS_PATH}/{name}"
+        self._applied_crds.pop(path, None)
         crd = await self.context.kube.get_or_none(path)
         if crd is None:
             await remove_finalizer(self.context.kube, f"{AIRWAYS_PATH}/{name}", FINALIZER_AIRWAY)
@@ -301,3 +317,8 @@ class AirwayReconciler:
     async def _error(self, airway: Object, message: str) -> None:
         await self._condition(airway, "False", "Error", message)
         await self.context.events.record(airway, WARNING, "AirwayFailed", message)
+
+
+def _established(crd: Object) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
