@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from atc_webhook.admission import Verdict, allow, deny
+from atc_webhook.admission import Review, Verdict, allow, deny, review_response
 from atc_webhook.decisions import AuthorizeOverrides, Check, DryRunCrd, Outcome
 from atc_webhook.routers import flights
 
@@ -52,3 +52,18 @@ async def test_a_decision_without_checks_performs_nothing(monkeypatch: pytest.Mo
     denial = deny("BadRequest", 'time: invalid duration "forever"')
     assert await flights.checked(SERVICES, Outcome(denial)) == denial
     assert performed == []
+
+
+async def test_warnings_of_checks_that_passed_join_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    skipped = Verdict(True, warnings=("dry run skipped Gadget/g1: its kind is defined by an earlier stage",))
+    recording(monkeypatch, (AUTHORIZE, None), (CRD, skipped))
+    verdict = await flights.checked(SERVICES, Outcome(allow(), (AUTHORIZE, CRD)))
+    assert verdict.allowed
+    assert verdict.warnings == skipped.warnings
+
+
+def test_warnings_reach_the_admission_response() -> None:
+    review = Review("admission.k8s.io/v1", "AdmissionReview", {"uid": "u-1"})
+    answer = review_response(review, Verdict(True, warnings=("one", "two")))
+    assert answer["response"]["warnings"] == ["one", "two"]
+    assert "warnings" not in review_response(review, allow())["response"]

@@ -4,7 +4,8 @@
 - ``Verdict`` / ``allow`` / ``deny``: a decision; anything with ``allowed``, ``message`` and
   ``reason`` attributes (the ``Decision`` protocol) is accepted;
 - ``review_response(review, decision)``: the reply, echoing ``apiVersion`` and ``kind`` with
-  ``response = {uid, allowed, status: {status: Success|Failure, message, reason}}``; denials carry
+  ``response = {uid, allowed, status: {status: Success|Failure, message, reason}, warnings}`` (warnings
+  only when there are some); denials carry
   one of the reasons Forbidden, Invalid, InternalError or BadRequest and no code;
 - ``answer(request, path, decide)``: what a route returns: reads and decodes the body (HTTP 400
   ``failed to decode review: <err>`` in text/plain otherwise), calls ``decide``, turns an
@@ -72,6 +73,7 @@ class Verdict:
     allowed: bool
     message: str = VALIDATION_PASSED
     reason: str = ""
+    warnings: tuple[str, ...] = ()  # admission warnings, shown by kubectl (``response.warnings``)
 
 
 def allow(message: str = VALIDATION_PASSED) -> Verdict:
@@ -144,6 +146,8 @@ def review_response(review: Review, decision: Decision, *, keep_request: bool = 
         "kind": review.kind,
         "response": {"uid": review.uid, "allowed": decision.allowed, "status": status},
     }
+    if warnings := getattr(decision, "warnings", ()):
+        reply["response"]["warnings"] = list(warnings)
     if keep_request:
         reply["request"] = review.request
     return reply

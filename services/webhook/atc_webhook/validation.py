@@ -53,7 +53,7 @@ FLIGHT_MODULE_WAIT_SECONDS = 25.0
 
 
 async def run_check(services: FlightServices, check: Check) -> Verdict | None:
-    """Perform ``check``: its denial, or None when it passes."""
+    """Perform ``check``: its denial; None when it passes, or an allowing verdict with warnings."""
     match check:
         case AuthorizeOverrides():
             return await authorize_overrides(services, check)
@@ -176,10 +176,10 @@ async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdi
         dry_run=True,
     )
     try:
-        await takeoff(services.cluster, request)
+        result = await takeoff(services.cluster, request)
     except TakeoffError as exc:
         return deny("BadRequest", str(exc))
-    return None
+    return _passed(result.warnings)
 
 
 # ----------------------------------------------------------------------------------------------- instances
@@ -197,7 +197,7 @@ async def dry_run_instance(services: FlightServices, check: DryRunInstance) -> V
             gateway=_gateway(services),
             dry_run=True,
         )
-        await takeoff(services.cluster, request)
+        result = await takeoff(services.cluster, request)
     except ObjectPathError as exc:
         return deny("Invalid", f"failed to get object path: {exc.detail}")
     except ModuleNotAllowedError as exc:
@@ -206,4 +206,9 @@ async def dry_run_instance(services: FlightServices, check: DryRunInstance) -> V
         return deny("Invalid", f"failed to get flight module from cache: {exc}")
     except (TakeoffError, DurationError) as exc:
         return deny("Invalid", f"{DRY_RUN_FAILED}: {exc}")
-    return None
+    return _passed(result.warnings)
+
+
+def _passed(warnings: list[str]) -> Verdict | None:
+    """A dry run that passed: None, or an allowing verdict carrying what it could not check."""
+    return Verdict(True, warnings=tuple(warnings)) if warnings else None

@@ -354,12 +354,51 @@ async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stage
             await _wait_stage_ready(cluster, stage)
 
 
-async def _dry_run(cluster: Cluster, stages: Stages) -> None:
+async def _dry_run(cluster: Cluster, stages: Stages) -> list[str]:
+    """Dry-run every stage in order; returns warnings for what could not be checked yet.
+
+    An object whose kind a CustomResourceDefinition of an earlier stage defines, and which the API
+    server does not serve yet (the dry run created nothing), cannot be checked: it is skipped with a
+    warning instead of failing the whole release with "no matches for kind" (docs/webhook.md).
+    """
+    defined: set[tuple[str, str]] = set()
+    warnings: list[str] = []
     for stage in stages:
+        checkable = []
+        for obj in stage:
+            if _kind_of(obj) in defined and not await _served(cluster.mapper, obj):
+                warnings.append(f"dry run skipped {canonical_name(obj)}: its kind is defined by an earlier stage")
+                continue
+            checkable.append(obj)
         try:
-            await apply_all(cluster.kube, cluster.mapper, stage, dry_run=True, options=ApplyOptions())
+            await apply_all(cluster.kube, cluster.mapper, checkable, dry_run=True, options=ApplyOptions())
         except ApplyError as exc:
             raise TakeoffError(f"failed to apply resources: {exc}") from None
+        defined |= {kind for kind in map(_crd_defines, stage) if kind is not None}
+    return warnings
+
+
+def _kind_of(obj: Object) -> tuple[str, str]:
+    group, _ = split_api_version(str(obj.get("apiVersion", "")))
+    return group, str(obj.get("kind", ""))
+
+
+def _crd_defines(obj: Object) -> tuple[str, str] | None:
+    """The (group, kind) a CustomResourceDefinition object defines, else None."""
+    if obj.get("kind") != "CustomResourceDefinition" or not str(obj.get("apiVersion", "")).startswith(
+        "apiextensions.k8s.io/"
+    ):
+        return None
+    spec = obj.get("spec") or {}
+    return str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))
+
+
+async def _served(mapper: RestMapper, obj: Object) -> bool:
+    try:
+        await mapping_for(mapper, obj)
+    except NoMatchError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- takeoff
@@ -389,7 +428,7 @@ async def takeoff(cluster: Cluster, request: TakeoffRequest) -> TakeoffResult:
     stages = [stage for stage in stages if stage] or [[]]
     result.stages = stages
     if request.dry_run:
-        await _dry_run(cluster, stages)
+        result.warnings += await _dry_run(cluster, stages)
         result.outcome = "dry_run"
         return result
     release = await list_release(cluster.kube, request.release, request.namespace)

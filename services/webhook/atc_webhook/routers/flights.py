@@ -13,6 +13,7 @@ decision of ``atc_webhook.decisions``, and performs its checks with ``atc_webhoo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from fastapi import APIRouter
@@ -45,12 +46,18 @@ def _cached_airway(context: WebhookContext, name: str) -> Object:
 
 
 async def checked(services: FlightServices, outcome: Outcome[Check]) -> Verdict:
-    """Run the outcome's checks in order: the first denial is the answer, else the outcome's verdict."""
+    """Run the outcome's checks in order: the first denial is the answer, else the outcome's verdict
+    with the warnings the checks that passed gave (a dry run that could not check everything)."""
+    warnings: list[str] = []
     for check in outcome.effects:
-        denial = await run_check(services, check)
-        if denial is not None:
-            return denial
-    return outcome.verdict
+        verdict = await run_check(services, check)
+        if verdict is not None and not verdict.allowed:
+            return verdict
+        if verdict is not None:
+            warnings += verdict.warnings
+    if not warnings:
+        return outcome.verdict
+    return dataclasses.replace(outcome.verdict, warnings=(*outcome.verdict.warnings, *warnings))
 
 
 async def admit_airway(services: FlightServices, review: Review) -> Verdict:
