@@ -257,7 +257,8 @@ def test_an_invalid_airway_spec_is_denied_without_checks() -> None:
     outcome = decide_airway(review("CREATE", None, airway_with_flight(mode="bogus")))
     assert not outcome.verdict.allowed
     assert outcome.verdict.reason == "Invalid"
-    assert outcome.verdict.message.startswith("invalid airway spec: 1 validation error for AirwaySpec\nmode")
+    assert outcome.verdict.message.startswith("invalid airway spec: mode: ")
+    assert "bogus" not in outcome.verdict.message  # the submitted value is not echoed
     assert outcome.effects == ()
 
 
@@ -307,7 +308,7 @@ def test_a_flight_with_a_bad_spec_or_timeout_is_denied_without_a_dry_run() -> No
     del no_url["spec"]["wasmUrl"]
     missing = decide_flight(review("CREATE", None, no_url))
     assert (missing.verdict.allowed, missing.verdict.reason) == (False, "BadRequest")
-    assert "wasmUrl\n  Field required" in missing.verdict.message
+    assert missing.verdict.message == "invalid flight spec: wasmUrl: Field required"
     assert missing.effects == ()
 
 

@@ -25,6 +25,8 @@ import copy
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pydantic import ValidationError
+
 from atc.k8s.refs import resource_ref
 from atc.k8s.signals import ChildChange
 from atc.model.airway_template import airway_crd
@@ -248,9 +250,17 @@ def decide_airway(review: Review) -> Outcome[Check]:
     try:
         spec = AirwaySpec.model_validate(airway.get("spec") or {})
     except ValueError as exc:
-        return Outcome(deny("Invalid", f"invalid airway spec: {exc}"))
+        return Outcome(deny("Invalid", f"invalid airway spec: {spec_problem(exc)}"))
     crd = airway_crd(airway, copy.deepcopy(spec.template))
     return Outcome(allow(), (ValidateAirwayModules(spec), DryRunCrd(crd)))
+
+
+def spec_problem(exc: ValueError) -> str:
+    """Where and why a spec is invalid, without the submitted values (untrusted; docs/security.md)."""
+    if not isinstance(exc, ValidationError):
+        return "the spec is not valid"
+    problems = exc.errors(include_url=False, include_input=False, include_context=False)
+    return "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'spec'}: {e['msg']}" for e in problems[:5])
 
 
 # ----------------------------------------------------------------------------------------------- flights
@@ -261,7 +271,9 @@ def decide_flight(review: Review) -> Outcome[Check]:
     try:
         spec = FlightSpec.model_validate(flight.get("spec") or {})
         timeout = timeout_seconds(spec.timeout)
-    except (ValueError, DurationError) as exc:
+    except ValidationError as exc:
+        return Outcome(deny("BadRequest", f"invalid flight spec: {spec_problem(exc)}"))
+    except (ValueError, DurationError) as exc:  # yoke's duration messages
         return Outcome(deny("BadRequest", str(exc)))
     return Outcome(allow(FLIGHT_DRY_RUN_PASSED), (DryRunFlight(flight, kind, spec, timeout),))
 
