@@ -47,8 +47,9 @@ def flight(kind: str, **spec: Any) -> Object:
 async def controller_request(obj: Object, kind: str, monkeypatch: pytest.MonkeyPatch) -> TakeoffRequest:
     captured: list[TakeoffRequest] = []
 
-    async def takeoff(_: Any, request: TakeoffRequest) -> None:
+    async def takeoff(_: Any, request: TakeoffRequest) -> Any:
         captured.append(request)
+        return SimpleNamespace(warnings=[])  # a dry run that checked everything
 
     async def nothing(*_: Any, **__: Any) -> None:
         return None
@@ -67,8 +68,9 @@ async def controller_request(obj: Object, kind: str, monkeypatch: pytest.MonkeyP
 async def webhook_request(obj: Object, monkeypatch: pytest.MonkeyPatch) -> TakeoffRequest:
     captured: list[TakeoffRequest] = []
 
-    async def takeoff(_: Any, request: TakeoffRequest) -> None:
+    async def takeoff(_: Any, request: TakeoffRequest) -> Any:
         captured.append(request)
+        return SimpleNamespace(warnings=[])  # a dry run that checked everything
 
     monkeypatch.setattr(validation, "takeoff", takeoff)
     monkeypatch.setattr(validation, "_gateway", lambda _: "webhook-gateway")

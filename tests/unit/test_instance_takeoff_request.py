@@ -58,8 +58,9 @@ async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.M
     async def load(*_: Any) -> Any:
         return MODULE
 
-    async def takeoff(_: Any, request: TakeoffRequest) -> None:
+    async def takeoff(_: Any, request: TakeoffRequest) -> Any:
         captured.append(request)
+        return SimpleNamespace(warnings=[])  # a dry run that checked everything
 
     monkeypatch.setattr(validation, "load_instance_module", load)
     monkeypatch.setattr(validation, "takeoff", takeoff)
