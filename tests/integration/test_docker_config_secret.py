@@ -107,7 +107,11 @@ def forbidden(name: str, namespace: str, account: str) -> str:
 
 
 def content_of(path: Path) -> bytes | None:
-    return path.read_bytes() if path.exists() else None
+    """The file's content, None when there is none (also when it is removed while being read)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 async def file_holds(path: Path, content: bytes | None) -> None:
