@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from atc.k8s.client import KubeClient
 from devcluster.cluster import die_with_parent
 
 T = TypeVar("T")
@@ -112,3 +114,15 @@ def start_service(name: str, argv: list[str], env: dict[str, str], log_dir: Path
             preexec_fn=die_with_parent,
         )
     return ServiceProcess(name, proc, log_path)
+
+
+# ----------------------------------------------------------------------------------------------- Backend flight
+def backend_secret_hash(data: dict[str, str]) -> str:
+    """The hash the Backend flight puts on its Deployment's pod template for a Secret with ``data``."""
+    return hashlib.sha256("".join(f"{k}={data[k]}\n" for k in sorted(data)).encode()).hexdigest()
+
+
+async def backend_deployment_hash(kube: KubeClient, namespace: str, name: str) -> str:
+    """The Secret hash on the pod template of the Backend flight's Deployment ``namespace/name``."""
+    deployment = await kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return str(deployment["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])

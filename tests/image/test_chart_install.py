@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +32,7 @@ import pytest
 import yaml
 from containers import BuiltImage, PodContainer, docker_unreachable, ensure_atc_image, image_size_mib
 from servers import serve_files
-from support import eventually
+from support import backend_deployment_hash, backend_secret_hash, eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
 from atc.model.types import Object
@@ -128,15 +127,6 @@ async def ready_within(url: str, container: PodContainer, context: ssl.SSLContex
     return time.monotonic() - started
 
 
-def secret_hash(data: dict[str, str]) -> str:
-    return hashlib.sha256("".join(f"{k}={data[k]}\n" for k in sorted(data)).encode()).hexdigest()
-
-
-async def backend_hash(admin: KubeClient, name: str) -> str:
-    found = await admin.get(f"/apis/apps/v1/namespaces/default/deployments/{name}")
-    return str(found["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])
-
-
 async def instance_ready(admin: KubeClient, name: str) -> Object | None:
     try:
         found = await admin.get(f"{INSTANCES}/{name}")
@@ -193,14 +183,14 @@ async def run_backend_scenario(admin: KubeClient, flight_url: str) -> None:
 
     await eventually(created, timeout=60, what="the instance created through admission")
     await eventually(lambda: instance_ready(admin, "api"), timeout=120, what="the instance Ready")
-    assert await backend_hash(admin, "api") == secret_hash({"password": "first"})
+    assert await backend_deployment_hash(admin, "default", "api") == backend_secret_hash({"password": "first"})
 
     # a Secret change rolls the Deployment (dynamic mode: webhook signal -> controller)
     secret_path = "/api/v1/namespaces/default/secrets/api-secret"
     await admin.request("PATCH", secret_path, body={"stringData": {"password": "second"}}, content_type=MERGE_PATCH)
 
     async def rolled() -> bool:
-        return await backend_hash(admin, "api") == secret_hash({"password": "second"})
+        return await backend_deployment_hash(admin, "default", "api") == backend_secret_hash({"password": "second"})
 
     await eventually(rolled, timeout=60, what="the Deployment's template follows the Secret")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import helmcli
 import pytest
 import yaml
 from harness import Harness
-from support import eventually
+from support import backend_deployment_hash, backend_secret_hash, eventually
 
 from atc.k8s.client import MERGE_PATCH, KubeClient, KubeError
 from atc.model.types import Object
@@ -315,15 +314,6 @@ async def test_the_api_server_accepts_every_rendered_object(kubeconfig: Path, na
 
 
 # ---------------------------------------------------------------------------------------------- RBAC sufficiency
-def secret_hash(data: dict[str, str]) -> str:
-    return hashlib.sha256("".join(f"{k}={data[k]}\n" for k in sorted(data)).encode()).hexdigest()
-
-
-async def deployment_hash(harness: Harness, name: str) -> str:
-    deployment = await harness.kube.get(f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/{name}")
-    return str(deployment["spec"]["template"]["metadata"]["annotations"]["backend.test/secret-hash"])
-
-
 async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(harness: Harness) -> None:
     # the harness runs every service as the chart's ServiceAccounts with the chart's RBAC
     # (tools/deployed.py); this test checks that it is enough for the scenario, and no more
@@ -337,12 +327,14 @@ async def test_the_chart_rbac_is_enough_for_the_backend_scenario_and_no_more(har
     await harness.wait_airway_ready(ref)
     await harness.create_instance(ref, "api", {"secretData": {"password": "first"}, "replicas": 1})
     await harness.wait_condition(ref, "api", "True", "Ready", timeout=90)
-    assert await deployment_hash(harness, "api") == secret_hash({"password": "first"})
+    assert await backend_deployment_hash(kube, harness.namespace, "api") == backend_secret_hash({"password": "first"})
     secret_path = f"/api/v1/namespaces/{harness.namespace}/secrets/api-secret"
     await kube.request("PATCH", secret_path, body={"stringData": {"password": "second"}}, content_type=MERGE_PATCH)
 
     async def rolled() -> bool:  # the webhook's signal reached the controller, which re-ran the flight
-        return await deployment_hash(harness, "api") == secret_hash({"password": "second"})
+        return await backend_deployment_hash(kube, harness.namespace, "api") == backend_secret_hash(
+            {"password": "second"}
+        )
 
     await eventually(rolled, timeout=45, what="pod template hash follows the Secret")
     lease = await kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{harness.namespace}/leases/atc-controller")
