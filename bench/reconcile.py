@@ -40,7 +40,7 @@ WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 
 @contextlib.contextmanager
 def controller(
-    kubeconfig: str, work: Path, namespace: str, resync: int
+    kubeconfig: str, work: Path, namespace: str, resync: int, concurrency: int
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     metrics_port = free_port()
     env = {
@@ -50,7 +50,7 @@ def controller(
         "HEALTH_PORT": str(free_port()),
         "METRICS_PORT": str(metrics_port),
         "RESYNC_SECONDS": str(resync),
-        "CONCURRENCY": "2",
+        **({"CONCURRENCY": str(concurrency)} if concurrency else {}),
         "MODULE_ALLOW_LOCAL_FILES": "true",  # the benchmark's flight is a local file
     }
     with service("atc_controller", env, work / "controller.log") as process:
@@ -175,7 +175,7 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
     namespace, group = f"bench-{secrets.token_hex(3)}", f"b{secrets.token_hex(3)}.bench.local"
     async with await KubeClient.connect(kubeconfig) as kube:
         await kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-        with controller(kubeconfig, work, namespace, args.resync) as (process, port):
+        with controller(kubeconfig, work, namespace, args.resync, args.concurrency) as (process, port):
             await create_airway(kube, group, wasm)
             await asyncio.sleep(1)
             before = requests_by_verb(await scrape(port))
@@ -221,6 +221,9 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--children", type=int, default=5)
     parser.add_argument("--resync", type=int, default=30, help="controller resync period, seconds")
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="the controller's reconcile workers (0: its default)"
+    )
     parser.add_argument("--deadline", type=float, default=600)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, control_plane(Path(tmp)) as state:

@@ -11,6 +11,8 @@ import asyncio
 import base64
 import gzip
 import json
+import re
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -171,6 +173,46 @@ async def test_unchanged_resync_sends_no_apply_and_writes_nothing(harness: Harne
         "resourceVersion"
     ]
     assert len(await harness.revisions()) == 1
+
+
+async def test_a_create_costs_eleven_requests(harness: Harness) -> None:
+    """The requests of one create, by verb and resource (docs/controller.md, "API requests of one create").
+
+    No dry run (the stage is new: undone on failure instead), no GET of the children (the apply
+    answers tell readiness), no read before the status write (the cached copy is current), no second
+    LIST of the revisions (the cap knows the history), no InProgress write (the takeoff is quick).
+    """
+    controller = await harness.start_controller()
+    ref = await ready_airway(harness, "multi")
+    await asyncio.sleep(1)  # the Airway's own work settles
+    before = await _kube_requests(controller.metrics_port)
+    await harness.create_instance(ref, "counted", {"children": 5})
+    await harness.wait_condition(ref, "counted", "True", "Ready")
+    await asyncio.sleep(1)  # the status write comes back as a watch event: nothing more may follow
+    sent = await _kube_requests(controller.metrics_port) - before
+    del sent["PUT", "leases"], sent["GET", "leases"]
+    assert dict(sent) == {
+        ("PATCH", ref.plural): 1,  # finalizer and ownerReference
+        ("GET", "secrets"): 1,  # the release's revisions, current and legacy label in one LIST
+        ("POST", "secrets"): 1,  # the pending revision
+        ("APPLY", "configmaps"): 5,
+        ("PATCH", "secrets"): 1,  # the revision activated
+        ("PUT", f"{ref.plural}/status"): 1,  # Ready, straight away
+        ("POST", "events"): 1,  # RevisionApplied
+    }
+
+
+async def _kube_requests(metrics_port: int) -> Counter[tuple[str, str]]:
+    """The controller's ``atc_kube_requests_total`` by (verb, resource)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        text = await response.text()
+    counts: Counter[tuple[str, str]] = Counter()
+    for match in re.finditer(r"^atc_kube_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[1]))
+        counts[labels["verb"], labels["resource"]] += int(float(match[2]))
+    return counts
 
 
 async def _reconcile_count(harness: Harness, metrics_port: int, controller: str) -> float:

@@ -307,8 +307,8 @@ class FakeKube:
         self.calls.append((method, path, copy.deepcopy(kwargs.get("body"))))
         name = path.rsplit("/", 1)[-1]
         if method == "GET":
-            key, _, value = kwargs["query"]["labelSelector"].partition("=")
-            items = [s for s in self.secrets.values() if s["metadata"]["labels"].get(key) == value]
+            key, values = _selector(kwargs["query"]["labelSelector"])
+            items = [s for s in self.secrets.values() if s["metadata"]["labels"].get(key) in values]
             return {"items": [{"metadata": s["metadata"]} for s in items]}
         if method == "POST":
             if self.taken:
@@ -320,6 +320,15 @@ class FakeKube:
             raise KubeError(self.undeletable[name], f"cannot delete {name}")
         self.secrets.pop(name)
         return {}
+
+
+def _selector(selector: str) -> tuple[str, set[str]]:
+    """``key=value`` or ``key in (a,b)``: the label key and the values it accepts."""
+    if " in (" in selector:
+        key, _, values = selector.partition(" in (")
+        return key, set(values.rstrip(")").split(","))
+    key, _, value = selector.partition("=")
+    return key, {value}
 
 
 async def _fill(fake: FakeKube, count: int) -> list[Revision]:

@@ -59,6 +59,35 @@ async def test_keys_come_out_in_fifo_order(queue: WorkQueue) -> None:
     assert [take(queue) for _ in keys] == keys
 
 
+async def test_a_change_goes_ahead_of_the_backlog(queue: WorkQueue) -> None:
+    for index in range(1000):
+        queue.add(f"ns/old-{index}", backlog=True)
+    queue.add("ns/new")
+    assert len(queue) == 1001
+    assert take(queue) == "ns/new"
+    assert take(queue) == "ns/old-0"
+
+
+async def test_a_change_to_a_key_in_the_backlog_moves_it_ahead_once(queue: WorkQueue) -> None:
+    for key in ("ns/a", "ns/b", "ns/c"):
+        queue.add(key, backlog=True)
+    queue.add("ns/c")
+    assert len(queue) == 3
+    assert [take(queue) for _ in range(3)] == ["ns/c", "ns/a", "ns/b"]
+    assert queue.take() is None
+
+
+async def test_a_key_taken_after_a_move_and_queued_again_is_handed_out_once(queue: WorkQueue) -> None:
+    queue.add("ns/a", backlog=True)
+    queue.add("ns/a")  # moved ahead; its old backlog entry stays behind, stale
+    assert take(queue) == "ns/a"
+    queue.done("ns/a", Outcome.success())
+    queue.add("ns/a", backlog=True)
+    assert take(queue) == "ns/a"
+    assert queue.take() is None
+    assert len(queue) == 0
+
+
 async def test_a_key_added_while_processed_comes_back_once_after_done(queue: WorkQueue) -> None:
     queue.add("ns/a")
     assert take(queue) == "ns/a"

@@ -17,7 +17,11 @@ from atc.service.settings import CommonSettings
 class ControllerSettings(CommonSettings):
     """Everything the controller reads from flags and environment."""
 
-    concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="reconcile workers")
+    concurrency: int = Field(
+        default_factory=lambda: 4 * (os.cpu_count() or 1),
+        ge=1,
+        description="reconcile workers (a reconcile mostly waits on the API server: 4 per CPU by default)",
+    )
     health_port: int = Field(8081, ge=0, le=65535, description="port of /healthz and /readyz (0 disables)")
     metrics_port: int = Field(8080, ge=0, le=65535, description="port of /metrics (0 disables)")
     leader_elect: bool = Field(True, description="hold a coordination.k8s.io Lease before reconciling")

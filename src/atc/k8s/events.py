@@ -2,7 +2,8 @@
 
 ``EventRecorder.record(obj, type, reason, message)`` creates a core/v1 Event
 about ``obj`` (Events about cluster-scoped objects such as Airways go to the
-``default`` namespace, as client-go does). A repeat of the same reason and
+``default`` namespace, as client-go does), in the background: the caller
+does not wait for the API server. A repeat of the same reason and
 message for the same object within ``dedupe_seconds`` bumps the count of the
 existing Event instead of creating another. Recording never fails the
 caller: API errors are logged. Used by the reconcilers.
@@ -10,6 +11,7 @@ caller: API errors are logged. Used by the reconcilers.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import secrets
@@ -22,6 +24,7 @@ from .client import MERGE_PATCH, KubeClient, KubeError
 log = logging.getLogger("atc.events")
 NORMAL, WARNING = "Normal", "Warning"
 MAX_MESSAGE = 1024
+MAX_PENDING = 1000  # Events in flight at once
 
 
 def _now() -> str:
@@ -51,9 +54,26 @@ class EventRecorder:
         self._instance = instance
         self._dedupe_seconds = dedupe_seconds
         self._recent: OrderedDict[tuple[str, str, str, str], tuple[str, str, int, float]] = OrderedDict()
+        self._pending: set[asyncio.Task[None]] = set()
 
-    async def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        involved = involved_object(obj)
+    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Send the Event in the background: a reconcile never waits for it (``drain`` waits at shutdown).
+
+        At most ``MAX_PENDING`` Events are in flight; beyond that they are dropped and logged.
+        """
+        if len(self._pending) >= MAX_PENDING:
+            log.warning("event dropped: too many in flight", extra={"reason": reason})
+            return
+        task = asyncio.ensure_future(self._send(involved_object(obj), event_type, reason, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout``) for the Events still being sent."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout)
+
+    async def _send(self, involved: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         namespace = involved.get("namespace") or "default"
         message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
         key = (str(involved["uid"]), event_type, reason, message)

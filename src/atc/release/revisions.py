@@ -299,12 +299,12 @@ def _migration_patch(metadata: dict[str, Any], release: str) -> list[dict[str, A
     return patch
 
 
-async def _migrate_legacy(kube: KubeClient, release: str, namespace: str) -> list[dict[str, Any]]:
+async def _migrate_legacy(
+    kube: KubeClient, namespace: str, release: str, legacy: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Relabel revisions of older yoke versions (label = raw release name); return their new metadata."""
-    if not is_valid_label_value(release):
-        return []
     migrated = []
-    for metadata in await _list_secret_metadata(kube, namespace, f"{LABEL_RELEASE}={release}"):
+    for metadata in legacy:
         name = str(metadata.get("name", ""))
         try:
             patched = await kube.request(
@@ -320,15 +320,26 @@ async def _migrate_legacy(kube: KubeClient, release: str, namespace: str) -> lis
     return migrated
 
 
+def _release_selector(release: str) -> str:
+    """One selector for the release's revisions and its legacy ones (label = raw name), so one LIST finds both."""
+    hashed = sha1_hex(release)
+    if not is_valid_label_value(release) or release == hashed:
+        return f"{LABEL_RELEASE}={hashed}"
+    return f"{LABEL_RELEASE} in ({hashed},{release})"
+
+
 async def list_release(kube: KubeClient, release: str, namespace: str) -> Release:
-    """The release's revisions in ``namespace`` (migrating legacy ones), oldest first."""
-    selector = f"{LABEL_RELEASE}={sha1_hex(release)}"
+    """The release's revisions in ``namespace`` (migrating legacy ones), oldest first: one LIST."""
+    selector = _release_selector(release)
     try:
         items = await _list_secret_metadata(kube, namespace, selector)
     except KubeError as exc:
         raise ReleaseError(f"failed to list revision items for selector: {selector}: {exc}", exc.status) from exc
-    items += await _migrate_legacy(kube, release, namespace)
-    revisions = [revision_from_metadata(metadata, namespace, release) for metadata in items]
+    hashed = sha1_hex(release)
+    current = [metadata for metadata in items if (metadata.get("labels") or {}).get(LABEL_RELEASE) == hashed]
+    legacy = [metadata for metadata in items if (metadata.get("labels") or {}).get(LABEL_RELEASE) != hashed]
+    current += await _migrate_legacy(kube, namespace, release, legacy)
+    revisions = [revision_from_metadata(metadata, namespace, release) for metadata in current]
     return Release(name=release, namespace=namespace, history=_ordered(revisions))
 
 
@@ -497,12 +508,18 @@ def over_cap(release: Release, cap: int) -> list[str]:
     return [revision.name for revision in newest_first[cap:]]
 
 
-async def cap_history(kube: KubeClient, release: str, namespace: str, cap: int) -> list[str]:
+async def cap_history(
+    kube: KubeClient, release: str, namespace: str, cap: int, *, known: Release | None = None
+) -> list[str]:
     """Keep the ``cap`` most recently active revisions and delete the rest; ``cap <= 0`` keeps all.
 
-    Lists the release afresh (as yoke does after writing a revision). Returns the deleted names.
+    ``known`` is the history as the caller knows it after its own writes (the takeoff lists the
+    release once and then knows what it wrote); without it the release is listed afresh, as yoke
+    does after writing a revision. Returns the deleted names.
     """
-    names = over_cap(await list_release(kube, release, namespace), cap)
+    if cap <= 0:
+        return []
+    names = over_cap(known or await list_release(kube, release, namespace), cap)
     if not names:
         return []
     return await _delete_secrets(kube, namespace, names, "deleting release history", ordered=False)

@@ -41,7 +41,7 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from atc.k8s.access import ClusterAccess, LookupTracker
 from atc.k8s.apply import ApplyError, ApplyOptions, apply_all, apply_stage, mapping_for, object_path
@@ -64,7 +64,6 @@ from atc.release.revisions import (
     create_revision,
     delete_revisions,
     list_release,
-    over_cap,
     pinning_error,
     read_stages,
 )
@@ -153,6 +152,7 @@ class TakeoffResult:
     warnings: list[str] = field(default_factory=list)
     flight_seconds: float = 0.0
     applied_kinds: list[str] = field(default_factory=list)  # group kind of every object sent
+    live: dict[str, Object] = field(default_factory=dict)  # resource ref -> the apply's answer, for readiness
 
     @property
     def objects(self) -> list[Object]:
@@ -298,11 +298,17 @@ def _changed(stage: list[Object], previous: Mapping[str, Object], request: Takeo
     ]
 
 
-async def _stage_ready(cluster: Cluster, stage: list[Object]) -> str | None:
-    """None when every object is ready, else the canonical name of the first that is not."""
+async def _stage_ready(cluster: Cluster, stage: list[Object], known: Mapping[str, Object]) -> str | None:
+    """None when every object is ready, else the canonical name of the first that is not.
+
+    ``known`` holds live copies by resource ref (the apply answers, for the first look); objects
+    without one are read.
+    """
     for obj in stage:
         try:
-            live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
+            live = known.get(resource_ref(obj))
+            if live is None:
+                live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
             if not await is_ready(cluster.kube, live, cluster.readiness):
                 return canonical_name(obj)
         except (KubeError, NoMatchError, ReadinessError):
@@ -310,14 +316,15 @@ async def _stage_ready(cluster: Cluster, stage: list[Object]) -> str | None:
     return None
 
 
-async def _wait_stage_ready(cluster: Cluster, stage: list[Object]) -> None:
+async def _wait_stage_ready(cluster: Cluster, stage: list[Object], known: Mapping[str, Object]) -> None:
     deadline = time.monotonic() + STAGE_READY_TIMEOUT
-    while (waiting := await _stage_ready(cluster, stage)) is not None:
+    while (waiting := await _stage_ready(cluster, stage, known)) is not None:
         if time.monotonic() > deadline:
             raise TakeoffError(
                 "release did not become ready within wait period: to rollback use `yoke descent`: "
                 f"failed to get readiness for {waiting}: 30s timeout reached"
             )
+        known = {}
         await asyncio.sleep(STAGE_READY_POLL)
     if any(obj.get("kind") == "CustomResourceDefinition" for obj in stage):
         await cluster.mapper.refresh(force=True)  # the next stage may use the new kinds
@@ -339,19 +346,23 @@ async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stage
     seen = request.access.tracker.versions
     for index, stage in enumerate(result.stages):
         changed = _changed(stage, before, request)
+        all_new = not any(release_identity(obj) in before or resource_ref(obj) in seen for obj in changed)
         try:
-            await apply_stage(cluster.kube, cluster.mapper, _fenced(changed, seen), options=ApplyOptions())
+            live = await apply_stage(
+                cluster.kube, cluster.mapper, _fenced(changed, seen), options=ApplyOptions(), all_new=all_new
+            )
         except ApplyError as exc:
             result.applied += exc.written
             stale = [canonical_name(obj) for obj in exc.conflicts if resource_ref(obj) in seen]
             if stale:
                 raise StaleLookupError(f"{', '.join(stale)} changed after the flight looked it up") from None
             raise TakeoffError(str(exc)) from None
+        result.live.update(zip(map(resource_ref, changed), live, strict=True))
         result.applied += len(changed)
         result.skipped += len(stage) - len(changed)
         result.applied_kinds += [object_group_kind(obj) for obj in changed]
         if index < len(result.stages) - 1:
-            await _wait_stage_ready(cluster, stage)
+            await _wait_stage_ready(cluster, stage, result.live)
 
 
 async def _dry_run(cluster: Cluster, stages: Stages) -> list[str]:
@@ -481,7 +492,7 @@ async def _takeoff_changed(
     except (KubeError, ReleaseError) as exc:
         raise TakeoffError(f"failed to activate revision: {exc}") from None
     crash_point("after_activate")
-    await _cap(cluster, request, result, None)
+    await _cap(cluster, request, result, _after_activation(release, result.revision))
     result.outcome = "applied"
 
 
@@ -500,11 +511,14 @@ async def _prune(cluster: Cluster, request: TakeoffRequest, result: TakeoffResul
         raise TakeoffError(f"failed to prune release diff: {exc}") from None
 
 
-async def _cap(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, release: Release | None) -> None:
-    """Cap the history; ``release`` (already listed) saves a list when it shows the history within the cap."""
-    if request.history_cap <= 0 or (release is not None and not over_cap(release, request.history_cap)):
-        return
+async def _cap(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, release: Release) -> None:
+    """Cap the history as ``release`` (listed at the start, plus this takeoff's own writes) shows it."""
     try:
-        await cap_history(cluster.kube, request.release, request.namespace, request.history_cap)
+        await cap_history(cluster.kube, request.release, request.namespace, request.history_cap, known=release)
     except (KubeError, ReleaseError) as exc:
         result.warnings.append(f"failed to cap release history after successful takeoff of {request.release}: {exc}")
+
+
+def _after_activation(release: Release, activated: Revision) -> Release:
+    """The history once ``activated`` is active and the pending revisions it supersedes are deleted."""
+    return replace(release, history=[*release.settled, activated])

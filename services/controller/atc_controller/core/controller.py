@@ -133,10 +133,14 @@ class Manager:
     def controllers(self) -> list[str]:
         return sorted(self._reconcilers)
 
-    def enqueue(self, name: str, key: str) -> None:
-        """Queue ``key`` for controller ``name`` (dropped with a warning when ``name`` is not registered)."""
+    def enqueue(self, name: str, key: str, *, backlog: bool = False) -> None:
+        """Queue ``key`` for controller ``name`` (dropped with a warning when ``name`` is not registered).
+
+        ``backlog``: nothing new happened to the object (a cache's initial list, a resync); it waits
+        behind the keys of changes.
+        """
         if self._accepts(name, key):
-            self._queues.add(QueueKey(name, key))
+            self._queues.add(QueueKey(name, key), backlog=backlog)
 
     def enqueue_after(self, name: str, key: str, delay: float) -> None:
         """Queue ``key`` for controller ``name`` in ``delay`` seconds."""

@@ -91,11 +91,14 @@ class ControllerQueues:
 
     # --- adding -------------------------------------------------------------------------------------------------
 
-    def add(self, item: QueueKey) -> None:
-        """Enqueue ``item`` in its controller's queue; ignored when the controller has no queue."""
+    def add(self, item: QueueKey, *, backlog: bool = False) -> None:
+        """Enqueue ``item`` in its controller's queue (``backlog``: behind the rest, see ``WorkQueue.add``).
+
+        Ignored when the controller has no queue.
+        """
         queue = self._queues.get(item.controller)
         if queue is not None:
-            queue.add(item.key)
+            queue.add(item.key, backlog=backlog)
 
     def add_after(self, item: QueueKey, delay: float) -> None:
         """Enqueue ``item`` after ``delay`` seconds; ignored when the controller has no queue."""

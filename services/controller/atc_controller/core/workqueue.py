@@ -98,6 +98,8 @@ class WorkQueue:
         self._rng = rng or random.Random()
         self._on_ready = on_ready or (lambda: None)
         self._ready: deque[str] = deque()
+        self._backlog: deque[str] = deque()  # may hold stale entries: a key counts only while in _in_backlog
+        self._in_backlog: set[str] = set()
         self._queued_at: dict[str, float] = {}
         self._processing: dict[str, float] = {}
         self._dirty: set[str] = set()
@@ -108,9 +110,19 @@ class WorkQueue:
 
     # --- adding -------------------------------------------------------------------------------------------------
 
-    def add(self, key: str) -> None:
-        """Enqueue ``key`` now, unless it is already waiting; while it is processed, mark it dirty instead."""
-        if self._shut_down or key in self._queued_at:
+    def add(self, key: str, *, backlog: bool = False) -> None:
+        """Enqueue ``key`` now, unless it is already waiting; while it is processed, mark it dirty instead.
+
+        ``backlog``: a key with nothing new to act on (the initial list of a cache, a periodic resync)
+        waits behind every other ready key, so a change made during a long backlog is not stuck
+        behind it. A key waiting in the backlog moves ahead when a change comes for it.
+        """
+        if self._shut_down:
+            return
+        if key in self._queued_at:
+            if not backlog and key in self._in_backlog:
+                self._in_backlog.discard(key)
+                self._ready.append(key)
             return
         if key in self._processing:
             if key not in self._dirty:
@@ -118,7 +130,7 @@ class WorkQueue:
                 metrics.WORKQUEUE_ADDS.labels(self.name).inc()
             return
         metrics.WORKQUEUE_ADDS.labels(self.name).inc()
-        self._push(key)
+        self._push(key, backlog=backlog)
 
     def add_after(self, key: str, delay: float) -> None:
         """Enqueue ``key`` after ``delay`` seconds; of two pending timers for one key the earlier wins."""
@@ -144,23 +156,37 @@ class WorkQueue:
             del self._timers[key]
         self.add(key)
 
-    def _push(self, key: str) -> None:
+    def _push(self, key: str, *, backlog: bool = False) -> None:
         self._queued_at[key] = self._clock.now()
-        self._ready.append(key)
+        if backlog:
+            self._in_backlog.add(key)
+            self._backlog.append(key)
+        else:
+            self._ready.append(key)
         self._on_ready()
 
     # --- processing ---------------------------------------------------------------------------------------------
 
     def take(self) -> str | None:
-        """The next ready key (FIFO), now marked as being processed; ``None`` when no key is ready."""
-        if not self._ready:
+        """The next ready key (FIFO, the backlog last), now marked as being processed; ``None`` when none is."""
+        key = self._next_key()
+        if key is None:
             return None
-        key = self._ready.popleft()
         now = self._clock.now()
         metrics.WORKQUEUE_QUEUE_DURATION.labels(self.name).observe(now - self._queued_at.pop(key))
         self._cancel_timer(key)
         self._processing[key] = now
         return key
+
+    def _next_key(self) -> str | None:
+        if self._ready:
+            return self._ready.popleft()
+        while self._backlog:
+            key = self._backlog.popleft()
+            if key in self._in_backlog:
+                self._in_backlog.discard(key)
+                return key
+        return None
 
     def done(self, key: str, outcome: Outcome) -> float | None:
         """Finish processing ``key``; returns the requeue delay in seconds (``None``: not requeued)."""
@@ -201,7 +227,7 @@ class WorkQueue:
 
     def __len__(self) -> int:
         """How many keys are ready to be taken."""
-        return len(self._ready)
+        return len(self._ready) + len(self._in_backlog)
 
     @property
     def in_flight(self) -> int:
@@ -222,6 +248,8 @@ class WorkQueue:
         self._shut_down = True
         self._queued_at.clear()
         self._ready.clear()
+        self._backlog.clear()
+        self._in_backlog.clear()
         for key in list(self._timers):
             self._cancel_timer(key)
         self._dirty.clear()

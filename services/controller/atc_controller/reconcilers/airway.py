@@ -129,7 +129,7 @@ class AirwayReconciler:
         mapping = await self._instance_mapping(crd, version)
         await self._start_instances(airway, mapping, generation, crd_state)
         await self._condition(airway, "True", "Ready", "Flight-Controller launched")
-        await self.context.events.record(
+        self.context.events.record(
             airway, NORMAL, "FlightControllerLaunched", f"serving {mapping.kind}.{mapping.group} {version}"
         )
 
@@ -235,10 +235,14 @@ class AirwayReconciler:
         manager = self.context.manager
 
         def on_event(event_type: str, obj: Object, old: Object | None) -> None:
-            if event_type == "MODIFIED" and old is not None and not changed_beyond_status(old, obj):
-                return
             meta = obj["metadata"]
-            manager.enqueue(controller_name, f"{meta.get('namespace', '')}/{meta['name']}")
+            key = f"{meta.get('namespace', '')}/{meta['name']}"
+            if event_type == "MODIFIED" and (
+                (old is not None and not changed_beyond_status(old, obj)) or reconciler.absorbs(key, obj)
+            ):
+                return
+            nothing_new = event_type == "RESYNC" or (event_type == "ADDED" and not reflector.synced.is_set())
+            manager.enqueue(controller_name, key, backlog=nothing_new)
 
         reflector = Reflector(
             self.context.kube,
@@ -316,7 +320,7 @@ class AirwayReconciler:
 
     async def _error(self, airway: Object, message: str) -> None:
         await self._condition(airway, "False", "Error", message)
-        await self.context.events.record(airway, WARNING, "AirwayFailed", message)
+        self.context.events.record(airway, WARNING, "AirwayFailed", message)
 
 
 def _established(crd: Object) -> bool:

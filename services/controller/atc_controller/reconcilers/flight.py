@@ -79,7 +79,7 @@ class FlightReconciler:
             inventory, waiting = await self._inventory(result)
         except (TakeoffError, ReadinessError) as exc:
             await self._condition(flight, "False", "Error", str(exc))
-            await self.context.events.record(flight, WARNING, "FlightFailed", str(exc))
+            self.context.events.record(flight, WARNING, "FlightFailed", str(exc))
             if drift:
                 raise RequeueAfterError(str(exc), drift) from None
             raise
@@ -91,7 +91,7 @@ class FlightReconciler:
         await self._condition(flight, "True", "Ready", "Successfully deployed")
         if result.outcome == "applied":
             message = f"{len(result.objects)} resources ({result.applied} applied, {result.skipped} unchanged)"
-            await self.context.events.record(flight, NORMAL, "RevisionApplied", message)
+            self.context.events.record(flight, NORMAL, "RevisionApplied", message)
         return Result(requeue_after=drift or None)
 
     async def _takeoff(self, flight: Object, spec: FlightSpec) -> TakeoffResult:

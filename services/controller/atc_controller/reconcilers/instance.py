@@ -3,7 +3,8 @@
 ``InstanceReconciler.reconcile(key)`` is the loop to read first (docs/controller.md). For one
 custom resource of an Airway's CRD it:
 
-1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway;
+1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway, and goes on
+   with the patched object;
 2. on deletion, tears the release down (``_delete``);
 3. feeds the object (or the value at ``objectPath``) to the flight and runs
    the takeoff pipeline (``atc.release.takeoff``): children applied stage by stage,
@@ -64,6 +65,7 @@ NOT_READY_REQUEUE = 5.0
 CHILD_WAIT_SECONDS = 5.0
 SIGNAL_POLL_FIRST_SECONDS = 0.02  # polling a signalled child for its new resourceVersion: 20 ms doubling
 SIGNAL_POLL_MAX_SECONDS = 0.5  # up to half a second
+IN_PROGRESS_AFTER_SECONDS = 0.5  # a takeoff that takes longer reports InProgress while it runs
 
 
 def instance_controller_name(airway_name: str) -> str:
@@ -101,6 +103,7 @@ class _Outcome:
     ready: bool = False
     waiting_for: str = ""
     stale: str = ""  # a looked-up child changed under the run: nothing applied, run again
+    instance: Object = field(default_factory=dict)  # the newest copy of the instance this reconcile knows
 
 
 class InstanceReconciler:
@@ -113,6 +116,8 @@ class InstanceReconciler:
         self.mapping = mapping
         self.reflector = reflector
         self.states: dict[str, InstanceState] = {}
+        self._own_versions: dict[str, str] = {}  # key -> resourceVersion our metadata patch produced
+        self._held: dict[str, list[str]] = {}  # key -> versions its watch showed while our patch was in flight
 
     @property
     def airway_name(self) -> str:
@@ -222,9 +227,12 @@ class InstanceReconciler:
         instance = self.reflector.get(namespace, name)
         if instance is None:
             self.states.pop(key, None)
+            self._own_versions.pop(key, None)
             return Result()
-        if await self._ensure_metadata(instance):
-            return Result()  # the update brings the object back with the metadata in place
+        current = await self._ensure_metadata(key, instance)
+        if current is None:
+            return Result()  # our copy was stale: the watch brings the newer one
+        instance = current
         if instance["metadata"].get("deletionTimestamp"):
             await self._delete(key, instance)
             return Result()
@@ -287,8 +295,13 @@ class InstanceReconciler:
             "blockOwnerDeletion": True,
         }
 
-    async def _ensure_metadata(self, instance: Object) -> bool:
-        """Finalizer and Airway ownerReference, in one optimistic update; True when it wrote."""
+    async def _ensure_metadata(self, key: str, instance: Object) -> Object | None:
+        """Finalizer and Airway ownerReference, in one optimistic patch.
+
+        Returns the object to go on with: ``instance`` when nothing was missing, else the patch's
+        answer (whose own watch event is then skipped, ``absorbs``); None when the cached copy
+        was stale (409).
+        """
         meta = instance["metadata"]
         patch: Object = {}
         finalizers = list(meta.get("finalizers") or [])
@@ -301,16 +314,43 @@ class InstanceReconciler:
         ):
             patch["ownerReferences"] = [*owners, self._airway_owner_reference()]
         if not patch:
-            return False
+            return instance
         patch["resourceVersion"] = meta["resourceVersion"]
+        self._held[key] = []
+        patched = None
         try:
-            await self.context.kube.request(
+            patched = await self.context.kube.request(
                 "PATCH", self._path(instance), body={"metadata": patch}, content_type=MERGE_PATCH
             )
         except KubeError as exc:
             if not exc.conflict:
                 raise
-            # our cached copy is stale: the watch brings the newer one, which triggers another reconcile
+        finally:
+            self._settle_held(key, patched)
+        return patched
+
+    def _settle_held(self, key: str, patched: Object | None) -> None:
+        """After our metadata patch: expect its watch event if it has not come yet; requeue for others."""
+        held = self._held.pop(key, [])
+        version = str((patched or {}).get("metadata", {}).get("resourceVersion", ""))
+        if patched is not None and version not in held:
+            self._own_versions[key] = version
+        if any(seen != version for seen in held):
+            self.context.manager.enqueue(self.controller_name, key)
+
+    def absorbs(self, key: str, instance: Object) -> bool:
+        """Whether a watch event of ``key`` needs no reconcile of its own: it is our metadata patch's.
+
+        Events that come while that patch is in flight are held and judged when its answer is
+        there (the watch can be quicker than the answer).
+        """
+        version = str(instance["metadata"].get("resourceVersion", ""))
+        if key in self._held:
+            self._held[key].append(version)
+            return True
+        if self._own_versions.get(key) != version:
+            return False
+        del self._own_versions[key]
         return True
 
     # ------------------------------------------------------------------------------------ takeoff
@@ -337,8 +377,20 @@ class InstanceReconciler:
         )
 
     async def _fly(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> _Outcome:
-        await mark_in_progress(self.context.kube, self._path(instance), instance, "Flight is taking off")
-        outcome = _Outcome()
+        """The takeoff, with ``InProgress`` reported only if it takes longer than a moment."""
+        outcome = _Outcome(instance=instance)
+        flight = asyncio.ensure_future(self._takeoff(instance, state, tracker, outcome))
+        try:
+            await asyncio.wait_for(asyncio.shield(flight), IN_PROGRESS_AFTER_SECONDS)
+        except TimeoutError:
+            path = self._path(instance)
+            outcome.instance = await mark_in_progress(self.context.kube, path, instance, "Flight is taking off")
+            await flight
+        finally:
+            flight.cancel()  # a no-op once it is done; stops it when the reconcile itself is cancelled
+        return outcome
+
+    async def _takeoff(self, instance: Object, state: InstanceState, tracker: LookupTracker, outcome: _Outcome) -> None:
         try:
             request = await self._request(instance, state, tracker)
             outcome.result = await takeoff(self.context.cluster, request)
@@ -349,19 +401,18 @@ class InstanceReconciler:
             outcome.parent = outcome.result.parent
         except StaleLookupError as exc:
             outcome.stale = str(exc)
-            return outcome
+            return
         except TakeoffError as exc:
             self.context.observe_flight(self.airway_name, 0.0, "error")
             metrics.REVISIONS.labels("error").inc()
             outcome.error, outcome.parent = str(exc), exc.parent
             if exc.terminal:
                 raise TerminalError(str(exc)) from None
-            return outcome
+            return
         except (ObjectPathError, DurationError) as exc:  # the object or the Airway must change first
             raise TerminalError(str(exc)) from None
         if outcome.parent is None or not _has_ready(outcome.parent):
             await self._check_children(outcome)
-        return outcome
 
     async def _watch_children(self, state: InstanceState, result: TakeoffResult) -> None:
         """Have the controller's own watches follow the children's kinds (static, dynamic, subscription)."""
@@ -376,13 +427,16 @@ class InstanceReconciler:
     async def _check_children(self, outcome: _Outcome) -> None:
         """Readiness of every child; a child deleted behind our back is applied again.
 
-        The rules and their order are in docs/controller.md, "The reconcile loop to read first", step 4.
+        A child this run applied is judged by the apply's answer; the others are read. The rules and
+        their order are in docs/controller.md, "The reconcile loop to read first", step 4.
         """
         assert outcome.result is not None
         cluster = self.context.cluster
         for obj in outcome.result.objects:
             try:
-                live = await cluster.kube.get(object_path(await mapping_for(cluster.mapper, obj), obj))
+                live = outcome.result.live.get(resource_ref(obj)) or await cluster.kube.get(
+                    object_path(await mapping_for(cluster.mapper, obj), obj)
+                )
             except KubeError as exc:
                 if exc.not_found:
                     await self._restore(obj, outcome)
@@ -435,13 +489,13 @@ class InstanceReconciler:
             status["conditions"] = merged
             live["status"] = status
 
-        await update_status(self.context.kube, self._path(instance), generation, change)
+        await update_status(self.context.kube, self._path(instance), generation, change, known=outcome.instance)
         await self._record_events(instance, outcome)
 
     async def _record_events(self, instance: Object, outcome: _Outcome) -> None:
         events = self.context.events
         if outcome.error:
-            await events.record(instance, WARNING, "FlightFailed", outcome.error)
+            events.record(instance, WARNING, "FlightFailed", outcome.error)
             return
         result = outcome.result
         if result is None or result.outcome != "applied":
@@ -449,9 +503,9 @@ class InstanceReconciler:
         revision = result.revision.name if result.revision else "?"
         counts = f"{len(result.objects)} resources ({result.applied} applied, {result.skipped} unchanged)"
         message = f"revision {revision}: {counts}"
-        await events.record(instance, NORMAL, "RevisionApplied", message)
+        events.record(instance, NORMAL, "RevisionApplied", message)
         if result.pruned:
-            await events.record(instance, NORMAL, "ResourcesPruned", "pruned " + ", ".join(result.pruned))
+            events.record(instance, NORMAL, "ResourcesPruned", "pruned " + ", ".join(result.pruned))
 
     # ------------------------------------------------------------------------------------ deletion
     async def _delete(self, key: str, instance: Object) -> None:
@@ -475,7 +529,7 @@ class InstanceReconciler:
         if pruned is None:
             log.warning(f'mayday noop: no history found for release "{release}" in namespace "{namespace}"')
         await remove_finalizer(self.context.kube, path, FINALIZER_INSTANCE)
-        await self.context.events.record(
+        self.context.events.record(
             instance, NORMAL, "InstanceDeleted", f"removed {len(pruned or [])} resources of release {release}"
         )
         self.states.pop(key, None)

@@ -1,10 +1,11 @@
 """Writing ``status`` of yoke.cd objects and Airway instances.
 
-``update_status`` reads the live object, gives up if its generation moved on
-(a newer reconcile will report), lets the caller change ``status``, and
-writes it with ``PUT .../status`` only if something changed, retrying on
-conflicts. ``ready_condition`` builds yoke's ``Ready`` condition. Used by all
-reconcilers; none of this ever fails a reconcile (errors are logged).
+``update_status`` starts from the caller's latest copy (or reads the live
+object), gives up if its generation moved on (a newer reconcile will report),
+lets the caller change ``status``, and writes it with ``PUT .../status`` only
+if something changed, reading and retrying on conflicts. ``ready_condition``
+builds yoke's ``Ready`` condition. Used by all reconcilers; none of this ever
+fails a reconcile (errors are logged).
 """
 
 from __future__ import annotations
@@ -25,31 +26,46 @@ def ready_condition(status: str, reason: str, message: str, generation: int) -> 
     return make_condition("Ready", status, reason, message, observed_generation=generation)
 
 
-async def update_status(kube: KubeClient, path: str, generation: int | None, change: Callable[[Object], None]) -> bool:
-    """Apply ``change`` to the live object's status and write it if it changed; returns whether it wrote."""
+async def update_status(
+    kube: KubeClient,
+    path: str,
+    generation: int | None,
+    change: Callable[[Object], None],
+    *,
+    known: Object | None = None,
+) -> Object | None:
+    """Apply ``change`` to the object's status and write it if it changed.
+
+    ``known`` is the caller's latest copy (the cache's, or what an earlier write answered): it is
+    changed and written without a read, and only a conflict (someone wrote since) costs a GET and a
+    retry. Returns the object as written or found, or None when it was unreadable or moved on.
+    """
+    live = copy.deepcopy(known) if known is not None else None
     for _ in range(CONFLICT_RETRIES):
-        try:
-            live = await kube.get(path)
-        except KubeError as exc:
-            log.debug("status not written: object unreadable", extra={"path": path, "error": str(exc)})
-            return False
+        if live is None:
+            try:
+                live = await kube.get(path)
+            except KubeError as exc:
+                log.debug("status not written: object unreadable", extra={"path": path, "error": str(exc)})
+                return None
         if generation is not None and live.get("metadata", {}).get("generation") != generation:
-            return False
+            return None
         before = copy.deepcopy(live.get("status"))
         change(live)
         if live.get("status") == before:
-            return False
+            return live
         try:
-            await kube.request("PUT", f"{path}/status", body=live)
-            return True
+            written: Object = await kube.request("PUT", f"{path}/status", body=live)
+            return written
         except KubeError as exc:
             if exc.conflict:
+                live = None
                 continue
             if not exc.not_found:
                 log.warning("failed to update status", extra={"path": path, "error": str(exc)})
-            return False
+            return None
     log.warning("failed to update status: conflicts kept happening", extra={"path": path})
-    return False
+    return None
 
 
 def setting_condition(condition: Object) -> Callable[[Object], None]:
@@ -65,8 +81,10 @@ def setting_condition(condition: Object) -> Callable[[Object], None]:
     return change
 
 
-async def set_condition(kube: KubeClient, path: str, generation: int | None, condition: Object) -> bool:
-    return await update_status(kube, path, generation, setting_condition(condition))
+async def set_condition(
+    kube: KubeClient, path: str, generation: int | None, condition: Object, *, known: Object | None = None
+) -> Object | None:
+    return await update_status(kube, path, generation, setting_condition(condition), known=known)
 
 
 def is_ready_at(obj: Object, generation: int) -> bool:
@@ -78,8 +96,13 @@ def is_ready_at(obj: Object, generation: int) -> bool:
     )
 
 
-async def mark_in_progress(kube: KubeClient, path: str, obj: Object, message: str) -> None:
-    """Report work in progress, unless the object is Ready at this generation (a resync writes nothing)."""
+async def mark_in_progress(kube: KubeClient, path: str, obj: Object, message: str) -> Object:
+    """Report work in progress, unless ``obj`` is Ready at its generation (a resync writes nothing).
+
+    ``obj`` is the caller's latest copy; returns the newest copy known afterwards.
+    """
     generation = int((obj.get("metadata") or {}).get("generation", 0))
-    if not is_ready_at(obj, generation):
-        await set_condition(kube, path, generation, ready_condition("False", "InProgress", message, generation))
+    if is_ready_at(obj, generation):
+        return obj
+    condition = ready_condition("False", "InProgress", message, generation)
+    return await set_condition(kube, path, generation, condition, known=obj) or obj
