@@ -1,10 +1,12 @@
 """The controller process from start to stop: wiring of clients, caches, probes, leader election, reconcilers.
 
 ``run(settings)``:
-1. connects to the API server (with ``DOCKER_CONFIG_SECRET_NAME``, writes and then follows the
-   docker config Secret, ``atc.service.docker_secret``; failing to read it is fatal) and installs (or
-   upgrades) the ``yoke.cd`` CRDs;
-2. serves ``/healthz`` and ``/readyz`` (HEALTH_PORT) and ``/metrics`` (METRICS_PORT);
+1. loads the credentials of the API server (no request yet) and serves ``/healthz`` and ``/readyz``
+   (HEALTH_PORT) and ``/metrics`` (METRICS_PORT) at once: ``/readyz`` fails until the CRDs are
+   installed and, on the leader, the caches synced (docs/design.md, "Start-up");
+2. with ``DOCKER_CONFIG_SECRET_NAME``, writes and then follows the docker config Secret
+   (``atc.service.docker_secret``; failing to read it is fatal), and installs (or upgrades) the
+   ``yoke.cd`` CRDs;
 3. competes for the leader Lease; while leading, it watches Airways, CRDs (to
    notice a deleted or changed Airway CRD), Flights, ClusterFlights and readiness
    ConfigMaps, and runs the reconcilers (``reconcilers/``) on ``CONCURRENCY``
@@ -88,6 +90,7 @@ class Controller:
         self.caches_synced = False
         self.crds_installed = False
         self.elector: LeaderElector | None = None
+        self.manager: Manager | None = None  # once the context is built, after the probes serve
         self._stop = asyncio.Event()
 
     async def _build_context(self, kube: KubeClient) -> ControllerContext:
@@ -113,33 +116,38 @@ class Controller:
         )
 
     async def run(self) -> int:
-        async with (
-            await KubeClient.connect(self.settings.kube, field_manager=FIELD_MANAGER_ATC) as kube,
-            docker_config_watch(kube, self.settings),  # DOCKER_CONFIG_SECRET_NAME; a start failure is fatal
-        ):
-            context = await self._build_context(kube)
-            metrics.expose_library_counters(context.modules.stats, kube.requests)
-            probes = self._probes(kube, context.manager)
-            await probes.start()
+        async with await KubeClient.connect(self.settings.kube, field_manager=FIELD_MANAGER_ATC) as kube:
+            probes = self._probes(kube)
+            await probes.start()  # answers from here on; /readyz fails until the CRDs and the caches are there
             try:
-                log.info("installing yoke.cd CRDs")
-                await install_yoke_crds(kube)
-                self.crds_installed = True
-                elector = LeaderElector(
-                    kube,
-                    self.settings.leader_election_namespace or self.settings.svc_namespace,
-                    self.settings.leader_election_id,
-                    self.identity,
-                    lease_duration=self.settings.lease_duration_seconds,
-                    renew_deadline=self.settings.renew_deadline_seconds,
-                    retry_period=self.settings.retry_period_seconds,
-                )
-                self.elector = elector
-                await self._run_until_stopped(elector, context)
+                async with docker_config_watch(kube, self.settings):  # DOCKER_CONFIG_SECRET_NAME; failing is fatal
+                    context = await self._build_context(kube)
+                    self.manager = context.manager
+                    metrics.expose_library_counters(context.modules.stats, kube.requests)
+                    try:
+                        await self._install_and_run(kube, context)
+                    finally:
+                        context.cluster.engine.close()
+                        await context.events.drain()
             finally:
                 await probes.stop()
-                context.cluster.engine.close()
         return 0
+
+    async def _install_and_run(self, kube: KubeClient, context: ControllerContext) -> None:
+        log.info("installing yoke.cd CRDs")
+        await install_yoke_crds(kube)
+        self.crds_installed = True
+        elector = LeaderElector(
+            kube,
+            self.settings.leader_election_namespace or self.settings.svc_namespace,
+            self.settings.leader_election_id,
+            self.identity,
+            lease_duration=self.settings.lease_duration_seconds,
+            renew_deadline=self.settings.renew_deadline_seconds,
+            retry_period=self.settings.retry_period_seconds,
+        )
+        self.elector = elector
+        await self._run_until_stopped(elector, context)
 
     async def _run_until_stopped(self, elector: LeaderElector, context: ControllerContext) -> None:
 
@@ -253,7 +261,7 @@ class Controller:
         return handle
 
     # ------------------------------------------------------------------------------------ probes
-    def _probes(self, kube: KubeClient, manager: Manager) -> ProbeServer:
+    def _probes(self, kube: KubeClient) -> ProbeServer:
         probes = ProbeServer(self.settings.health_port, self.settings.metrics_port)
 
         async def api_server_reachable() -> bool:
@@ -267,7 +275,8 @@ class Controller:
 
         async def reconciling_when_leading() -> bool:
             """A leader whose caches synced must have its workers running and every controller's queue open."""
-            return not self.caches_synced or (manager.running and manager.queues.all_open)
+            manager = self.manager
+            return not self.caches_synced or (manager is not None and manager.running and manager.queues.all_open)
 
         probes.add_liveness_check("event-loop", _loop_responsive)
         probes.add_liveness_check("workers", reconciling_when_leading)

@@ -7,36 +7,44 @@ Exit codes: 0 after a graceful shutdown, 1 when TLS cannot be set up or the dock
 kubeconfig or TLS file, unusable module verification keys, an unusable kubeconfig): one line on
 stderr naming the setting and the expected form, no traceback. Called as the ``atc-webhook`` console
 script or ``python -m atc_webhook``.
+
+The service's modules are imported inside ``main``, with the cyclic garbage collector paused
+(``atc.service.startup``): importing them is most of the start-up time (docs/design.md, "Start-up").
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
-import uvloop
-
-from atc.service.logs import configure_logging
-from atc.service.runtime import startup_exit_code
-from atc.service.settings import SettingsError, check_startup, load_settings
-
-from .server import serve
-from .settings import WebhookSettings
-from .tls import TlsSetupError
+from atc.service.startup import gc_paused
 
 DESCRIPTION = "Air Traffic Controller admission and conversion webhooks."
 log = logging.getLogger("atc.webhook")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = load_settings(WebhookSettings, argv, prog="atc-webhook", description=DESCRIPTION)
-        check_startup(settings)
-    except SettingsError as exc:
-        print(f"atc-webhook: {exc}", file=sys.stderr)
-        return 2
+    with gc_paused():
+        import asyncio
+
+        import uvloop
+
+        from atc.service.logs import configure_logging
+        from atc.service.runtime import startup_exit_code
+        from atc.service.settings import SettingsError, check_startup, load_settings
+
+        from .settings import WebhookSettings
+
+        try:
+            settings = load_settings(WebhookSettings, argv, prog="atc-webhook", description=DESCRIPTION)
+            check_startup(settings)
+        except SettingsError as exc:
+            print(f"atc-webhook: {exc}", file=sys.stderr)
+            return 2
+        from .server import serve
+        from .tls import TlsSetupError
+
     configure_logging(settings.log_format)
     log.info("starting", extra={"address": settings.address, "port": settings.port})
     try:

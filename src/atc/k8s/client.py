@@ -1,9 +1,11 @@
-"""A small JSON client for the Kubernetes API, on top of kubernetes-asyncio's connection handling.
+"""A small JSON client for the Kubernetes API; kubernetes-asyncio only for the kubeconfigs that need it.
 
-kubernetes-asyncio loads kubeconfig or in-cluster credentials (tokens, client
-certificates, exec plugins, refresh); this module sends plain JSON requests
-through it and turns error responses into ``KubeError`` with the API server's
-own message (``secrets "x" not found``). Every API call of the project goes
+``KubeClient.connect`` reads in-cluster credentials and simple kubeconfigs itself and sends
+requests over ``atc.k8s.connection.Transport``; a kubeconfig with exec or auth-provider plugins
+(or anything else ``atc.k8s.connection`` does not read) is loaded by kubernetes-asyncio and sent
+through its ``ApiClient``, imported only then (docs/design.md, "Start-up"). This module sends
+plain JSON requests and turns error responses into ``KubeError`` with the API server's own
+message (``secrets "x" not found``). Every API call of the project goes
 through a ``KubeClient``: in the library, apply, discovery, the reflector,
 readiness, Events, the yoke.cd CRDs (``atc.k8s``), revisions and pruning
 (``atc.release``), the flight host functions (through ``atc.k8s.gateway``) and
@@ -15,14 +17,14 @@ webhook's caches, admission checks, Event writer and registration.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 
+from atc.k8s.connection import KubeConfigError, Transport, in_cluster_endpoint, kubeconfig_endpoint
 from atc.model.types import Object
 
 DEFAULT_TIMEOUT = 30.0
@@ -30,6 +32,32 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+USER_AGENT = "yoke-atc-py"
+LOADER_ENV = "KUBE_LOADER"  # "kubernetes-asyncio": every configuration through the library
+LIBRARY_LOADER = "kubernetes-asyncio"
+
+__all__ = ["ApiTransport", "KubeClient", "KubeConfigError", "KubeError", "resource_of"]
+
+
+class ApiTransport(Protocol):
+    """What ``KubeClient`` needs of its API client: ``atc.k8s.connection.Transport`` or kubernetes-asyncio's."""
+
+    configuration: Any  # has ``host``
+
+    async def call_api(
+        self,
+        resource_path: str,
+        method: str,
+        *,
+        query_params: list[tuple[str, str]],
+        header_params: dict[str, str],
+        body: Any,
+        auth_settings: list[str],
+        _preload_content: bool,
+        _request_timeout: float | aiohttp.ClientTimeout | None,
+    ) -> Any: ...
+
+    async def close(self) -> None: ...
 
 
 class KubeError(Exception):
@@ -72,10 +100,30 @@ def _error_from(status: int, raw: bytes) -> KubeError:
     return KubeError(status, f"HTTP {status}: {raw[:200].decode(errors='replace')}")
 
 
+async def _kubernetes_asyncio_client(kubeconfig: str, headers: Mapping[str, str]) -> ApiTransport:
+    """kubernetes-asyncio's ApiClient: for what ``atc.k8s.connection`` does not read (exec plugins, ...),
+    and for everything when ``KUBE_LOADER=kubernetes-asyncio`` (in-cluster too, ``kubeconfig`` empty)."""
+    from kubernetes_asyncio import client, config  # imported here: half a second of generated models
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        raise KubeConfigError(str(exc)) from exc
+    api = client.ApiClient(configuration)
+    api.user_agent = USER_AGENT
+    for key, value in headers.items():
+        api.set_default_header(key, value)
+    return api
+
+
 class KubeClient:
     """JSON requests to one API server with the credentials of a kubeconfig or the pod."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, field_manager: str = "") -> None:
+    def __init__(self, api: ApiTransport, *, field_manager: str = "") -> None:
         self._api = api
         self.field_manager = field_manager  # sent with every write that names no manager of its own
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, resource), for metrics
@@ -86,18 +134,23 @@ class KubeClient:
     ) -> KubeClient:
         """Credentials from ``kubeconfig`` (a path), or the in-cluster service account when empty.
 
+        ``KUBE_LOADER=kubernetes-asyncio`` in the environment loads every configuration with
+        kubernetes-asyncio instead of ``atc.k8s.connection`` (docs/design.md, "Start-up").
+
         ``field_manager`` is the manager of writes that name none (status updates, metadata patches);
         without it the API server derives one from the user agent.
         """
-        configuration = k8s_client.Configuration()
-        if kubeconfig:
-            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        if os.environ.get(LOADER_ENV) == LIBRARY_LOADER:
+            api = await _kubernetes_asyncio_client(kubeconfig, qps_headers or {})
+        elif kubeconfig:
+            endpoint = kubeconfig_endpoint(kubeconfig)
+            api = (
+                Transport(endpoint, user_agent=USER_AGENT, headers=qps_headers)
+                if endpoint is not None
+                else await _kubernetes_asyncio_client(kubeconfig, qps_headers or {})
+            )
         else:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        api = k8s_client.ApiClient(configuration)
-        api.user_agent = "yoke-atc-py"
-        for key, value in (qps_headers or {}).items():
-            api.set_default_header(key, value)
+            api = Transport(in_cluster_endpoint(), user_agent=USER_AGENT, headers=qps_headers)
         return cls(api, field_manager=field_manager)
 
     @property
@@ -154,6 +207,20 @@ class KubeClient:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Object:
         """Send one request and return the decoded JSON answer; error answers raise ``KubeError``."""
+        _, decoded = await self._exchange(method, path, query, body, content_type, accept, timeout)
+        return decoded
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        accept: str,
+        timeout: float,
+    ) -> tuple[int, Object]:
+        """One request: the HTTP status of a successful answer and its decoded JSON."""
         response = await self._send(
             method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
         )
@@ -165,7 +232,7 @@ class KubeClient:
             if not 200 <= response.status < 300:
                 raise _error_from(response.status, raw)
         decoded: Object = json.loads(raw) if raw else {}
-        return decoded
+        return response.status, decoded
 
     async def get_text(self, path: str) -> str:
         """A non-JSON GET (``/metrics``, ``/readyz``)."""
@@ -194,12 +261,24 @@ class KubeClient:
         self, path: str, body: Object, *, field_manager: str, force: bool = False, dry_run: bool = False
     ) -> Object:
         """Server-side apply ``body`` to the object at ``path``."""
+        applied, _ = await self.apply_reporting_create(
+            path, body, field_manager=field_manager, force=force, dry_run=dry_run
+        )
+        return applied
+
+    async def apply_reporting_create(
+        self, path: str, body: Object, *, field_manager: str, force: bool = False, dry_run: bool = False
+    ) -> tuple[Object, bool]:
+        """Server-side apply, and whether this very request created the object (HTTP 201)."""
         query = {"fieldManager": field_manager}
         if force:
             query["force"] = "true"
         if dry_run:
             query["dryRun"] = "All"
-        return await self.request("PATCH", path, query=query, body=body, content_type=APPLY_PATCH)
+        status, applied = await self._exchange(
+            "PATCH", path, query, body, APPLY_PATCH, "application/json", DEFAULT_TIMEOUT
+        )
+        return applied, status == 201
 
     async def watch(
         self,

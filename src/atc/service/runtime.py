@@ -14,8 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kubernetes_asyncio.config.config_exception import ConfigException
-
+from atc.k8s.connection import KubeConfigError
 from atc.release.invocation import FlightDefaults
 from atc.service.docker_secret import DockerConfigSecretError, docker_config_file
 from atc.service.settings import CommonSettings, SettingsError, load_module_verification_keys
@@ -54,7 +53,7 @@ def startup_exit_code(service: str, error: Exception) -> int | None:
     2 for settings (an unusable kubeconfig, verification keys that went bad after they were checked),
     1 for a docker config Secret that cannot be read.
     """
-    if isinstance(error, ConfigException):
+    if isinstance(error, KubeConfigError):
         message, code = f"failed to load config: invalid setting KUBE (--kube): {error}", 2
     elif isinstance(error, SettingsError):
         message, code = str(error), 2
