@@ -14,7 +14,15 @@ from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.reflector import METADATA_LIST_ACCEPT
 from atc.model.types import Object
-from atc_webhook.caches import AirwayInfo, CachedRevision, RevisionCache, WebhookCaches, effective_mode
+from atc_webhook.caches import (
+    AirwayInfo,
+    CachedRevision,
+    RevisionCache,
+    WebhookCaches,
+    effective_mode,
+    slim_instance,
+    slim_revision,
+)
 
 INSTANCES = "/apis/examples.com/v1/backends"
 
@@ -241,3 +249,32 @@ async def test_revision_secrets_are_watched_by_label(kube: FakeKube, caches: Web
     assert caches.desired_object("rel", "ns", "v1", "ConfigMap", "cm") == configmap("cm")
     assert caches.active_stages("rel", "ns") == [[configmap("cm")]]
     assert caches.active_stages("missing", "ns") is None
+
+
+def test_the_caches_keep_only_what_admission_reads() -> None:
+    """Slimmed objects answer exactly as full ones, and hold no managedFields or foreign labels/annotations."""
+    full = revision_secret("yoke.a", "ns", "rel", [[configmap("cm")]], active_at="2026-01-01T00:00:00Z")
+    full["metadata"]["managedFields"] = [{"manager": "atc", "fieldsV1": {"f:data": {}}}]
+    full["metadata"]["labels"]["other"] = "x"
+    slim = slim_revision(full)
+    assert "managedFields" not in slim["metadata"]
+    assert set(slim["metadata"]["labels"]) == {"internal.yoke/release"}
+    assert set(slim["metadata"]["annotations"]) == {"internal.yoke/created-at", "internal.yoke/active-at"}
+    from_full, from_slim = CachedRevision.from_secret(full), CachedRevision.from_secret(slim)
+    assert (from_slim.name, from_slim.active_nanos, from_slim.created_nanos) == (
+        from_full.name,
+        from_full.active_nanos,
+        from_full.created_nanos,
+    )
+    assert from_slim.stages() == from_full.stages()
+    instance = instance_metadata("b", "ns", {"overrides.yoke.cd/mode": "static", "other": "x"})
+    instance["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    assert slim_instance(instance) == {
+        "metadata": {
+            "name": "b",
+            "namespace": "ns",
+            "uid": "uid-b",
+            "resourceVersion": "5",
+            "annotations": {"overrides.yoke.cd/mode": "static"},
+        }
+    }

@@ -5,9 +5,11 @@
 - **instances**: the metadata (``PartialObjectMetadata``) of every object of every Airway's CRD at its
   storage version, one reflector per Airway, started, restarted and stopped as Airways come, change
   and go. An instance's effective mode is its valid ``overrides.yoke.cd/mode`` annotation, else the
-  Airway's ``spec.mode``, else ``standard``;
+  Airway's ``spec.mode``, else ``standard`` (only name, namespace, uid, resourceVersion and that
+  annotation are kept: ``slim_instance``);
 - **revision Secrets** (label ``internal.yoke/kind=revision``), indexed by namespace and release label,
-  decoded lazily and memoized per resourceVersion, so ``active_stages`` and ``desired_object`` are
+  kept as identity, release label, the two time stamps and the resources (``slim_revision``), decoded
+  lazily and memoized per resourceVersion, so ``active_stages`` and ``desired_object`` are
   dictionary lookups after the first request.
 
 ``synced()`` is the readiness condition: every cache listed once (an Airway whose CRD is not served
@@ -154,6 +156,28 @@ class _InstanceWatch:
         self.task.cancel()
 
 
+# ----------------------------------------------------------------------------------------------- slimming
+def slim_instance(obj: Object) -> Object:
+    """What the instance cache keeps: identity, uid and the mode override (``instance``)."""
+    meta = _metadata(obj)
+    override = (meta.get("annotations") or {}).get(ANNOTATION_OVERRIDE_MODE)
+    kept: Object = {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion") if key in meta}
+    kept["annotations"] = {ANNOTATION_OVERRIDE_MODE: override} if override is not None else {}
+    return {"metadata": kept}
+
+
+def slim_revision(secret: Object) -> Object:
+    """What the revision cache keeps of a Secret: identity, release label, the two stamps, the resources."""
+    meta = _metadata(secret)
+    annotations = meta.get("annotations") or {}
+    kept: Object = {key: meta[key] for key in ("name", "namespace", "resourceVersion") if key in meta}
+    kept["labels"] = {LABEL_RELEASE: (meta.get("labels") or {}).get(LABEL_RELEASE, "")}
+    kept["annotations"] = {
+        key: annotations[key] for key in (ANNOTATION_CREATED_AT, ANNOTATION_ACTIVE_AT) if key in annotations
+    }
+    return {"metadata": kept, "data": {KEY_RESOURCES: (secret.get("data") or {}).get(KEY_RESOURCES, "")}}
+
+
 # ----------------------------------------------------------------------------------------------- revisions
 @dataclass
 class CachedRevision:
@@ -260,7 +284,12 @@ class WebhookCaches:
             kube, AIRWAYS_PATH, name="airways", handler=self._on_airway, retry_max_seconds=crd_retry_max_seconds
         )
         self._revision_reflector = Reflector(
-            kube, SECRETS_PATH, name="revisions", label_selector=REVISION_SELECTOR, handler=self.revisions.on_event
+            kube,
+            SECRETS_PATH,
+            name="revisions",
+            label_selector=REVISION_SELECTOR,
+            handler=self.revisions.on_event,
+            transform=slim_revision,
         )
 
     # --- reading ----------------------------------------------------------------------------------------------
@@ -352,6 +381,7 @@ class WebhookCaches:
             name=f"instances:{airway.name}",
             handler=_ignore,
             metadata_only=True,
+            transform=slim_instance,
             retry_max_seconds=self._crd_retry_max,
         )
         task = asyncio.create_task(reflector.run(), name=f"reflector instances:{airway.name}")
