@@ -1,6 +1,6 @@
 """Benchmark of both services at scale: memory, throughput and a restart with N converged instances.
 
-``.venv/bin/python bench/scale.py [--sizes 1000,3000,10000] [--children 5] [--concurrency 2]``
+``.venv/bin/python bench/scale.py [--sizes 1000,3000,10000] [--children 5] [--concurrency N]``
 runs, for each size N, on a fresh local control plane (or on ``make cluster-up``'s with
 ``DEVCLUSTER_REUSE=1``, or on the cluster of ``--kubeconfig``): the webhook registered over TLS and
 the controller, each as its chart ServiceAccount (``tests/harness.py``, as the e2e tests and
@@ -340,7 +340,9 @@ async def measure_size(
 
 async def _measure(harness: Harness, services: Services, n: int, args: argparse.Namespace) -> dict[str, Any]:
     kube, namespace = harness.kube, harness.namespace
-    controller_env = {"CONCURRENCY": str(args.concurrency), "RESYNC_SECONDS": str(args.resync), "LOG_FORMAT": "json"}
+    controller_env = {"RESYNC_SECONDS": str(args.resync), "LOG_FORMAT": "json"}
+    if args.concurrency:
+        controller_env["CONCURRENCY"] = str(args.concurrency)
     webhook = await harness.start_webhook()
     controller = await harness.start_controller(
         TLS_CA_CERT=str(webhook.ca_cert), WEBHOOK_URL=webhook.url, **controller_env
@@ -690,7 +692,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,3000,10000", help="comma-separated instance counts, one run each")
     parser.add_argument("--children", type=int, default=5, help="ConfigMaps per instance")
-    parser.add_argument("--concurrency", type=int, default=2, help="the controller's CONCURRENCY (reconcile workers)")
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="the controller's CONCURRENCY (reconcile workers; 0: its default)"
+    )
     parser.add_argument("--create-concurrency", type=int, default=16, help="instance POSTs in flight at once")
     parser.add_argument(
         "--resync",

@@ -68,6 +68,13 @@ def kubeconfig(cluster: ClusterState) -> Path:
 
 
 @pytest.fixture
+async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    """Our own client, with the admin kubeconfig, for the test's own calls."""
+    async with await KubeClient.connect(str(kubeconfig)) as kube:
+        yield kube
+
+
+@pytest.fixture
 async def kube(kubeconfig: Path) -> AsyncIterator[client.ApiClient]:
     """An admin API client for the test's own calls."""
     configuration = client.Configuration()

@@ -8,8 +8,6 @@ new to the release at once, deleting what it created if any object fails (docs/c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +17,6 @@ from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.connect(str(kubeconfig)) as kube:
-        yield kube
 
 
 def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:

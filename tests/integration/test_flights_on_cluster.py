@@ -40,12 +40,6 @@ RELEASE = "examples.com.Backend.x.b1"
 
 
 @pytest.fixture
-async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.connect(str(kubeconfig)) as kube:
-        yield kube
-
-
-@pytest.fixture
 async def engine() -> AsyncIterator[FlightEngine]:
     flight_engine = FlightEngine(workers=2)
     yield flight_engine

@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,12 +32,6 @@ pytestmark = pytest.mark.cluster
 
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 3.0, 2.0, 0.5
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-@pytest.fixture
-async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.connect(str(kubeconfig)) as kube:
-        yield kube
 
 
 # --- reflector ------------------------------------------------------------------------------------------------------

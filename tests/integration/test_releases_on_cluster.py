@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +16,6 @@ pytestmark = pytest.mark.cluster
 RELEASE = "examples.com.Backend.ns.c4ts"
 URL = "https://example.com/flight.wasm"
 T0 = datetime(2026, 8, 18, 1, 27, 47, 123456, tzinfo=UTC)
-
-
-@pytest.fixture
-async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.connect(str(kubeconfig)) as kube:
-        yield kube
 
 
 def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,6 @@ TABLE_ROW = re.compile(r"^│(.*)│$")
 def yoke_binary() -> Path:
     """Build (or reuse) the yoke CLI once for the module."""
     return yokecli.yoke_binary()
-
-
-@pytest.fixture
-async def kube_client(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.connect(str(kubeconfig)) as kube:
-        yield kube
 
 
 async def yoke(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> tuple[str, str]:
