@@ -9,7 +9,9 @@ runtime directory, so ``stop()`` (or ``devcluster down`` from another process)
 signals exactly those processes and never a recycled PID.
 
 Callers: ``python -m devcluster up|down`` (``make cluster-up``/``cluster-down``)
-and the session fixture in ``tests/conftest.py``.
+and the session fixture in ``tests/conftest.py``. ``audit_log`` (used by
+``bench/vs_yoke.py``) makes kube-apiserver write an audit log of every request
+at Metadata level, one JSON event a line, to count requests per user.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ NODE_NAME = "kwok-node-0"
 STATE_FILE = "state.json"
 STOP_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
+# Metadata level: user, verb, URI (so ``dryRun=All``), object reference and status, never bodies. One
+# event per request when it completes (or starts streaming, for watches); RequestReceived is left out.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages:
+- RequestReceived
+rules:
+- level: Metadata
+"""
 
 
 POD_COMPLETE_SELECTOR = """    - key: '.metadata.ownerReferences.[].kind'
@@ -278,6 +289,7 @@ class Cluster:
         kubeconfig_path: Path | None = None,
         tie_to_parent: bool = False,
         log: Callable[[str], None] = build.log,
+        audit_log: Path | None = None,
     ) -> None:
         self.runtime_dir = runtime_dir.resolve()
         self.pki_dir = self.runtime_dir / "pki"
@@ -285,6 +297,7 @@ class Cluster:
         self.kubeconfig_path = (kubeconfig_path or self.runtime_dir / "kubeconfig").resolve()
         self._tie_to_parent = tie_to_parent
         self._log = log
+        self.audit_log = audit_log.resolve() if audit_log is not None else None
         self.state: ClusterState | None = None
         self.api: ApiServer | None = None
 
@@ -479,8 +492,18 @@ class Cluster:
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.runtime_dir / 'apiserver-certs'}",
                 "--profiling=false",
+                *self._audit_args(),
             ],
         )
+
+    def _audit_args(self) -> list[str]:
+        """kube-apiserver flags for the optional audit log (none when ``audit_log`` is unset)."""
+        if self.audit_log is None:
+            return []
+        policy = self.runtime_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
 
     def _component_args(self, port: int) -> list[str]:
         kubeconfig = str(self.runtime_dir / "admin.kubeconfig")
