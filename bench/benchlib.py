@@ -1,11 +1,12 @@
-"""What every benchmark shares: the control plane to run against, percentiles, and the results file.
+"""What every benchmark shares: the control plane to run against, percentiles, the results file, and
+the creation of ``Bench`` instances of the ``multi`` flight.
 
-Imported by ``bench/admission.py``, ``bench/dynamic.py``, ``bench/flights.py`` and
-``bench/reconcile.py`` (each puts ``tools/`` and ``tests/`` on ``sys.path`` first).
+Imported by the benchmarks in ``bench/`` (each puts ``tools/`` and ``tests/`` on ``sys.path`` first).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from atc.k8s.client import KubeClient, KubeError
 from devcluster.cluster import Cluster, ClusterState, running_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,3 +87,32 @@ def write_results(name: str, result: dict[str, Any], *, width: int = 36, print_v
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results written to {out}")
+
+
+async def create_bench_instances(
+    kube: KubeClient, collection: str, api_version: str, count: int, children: int, *, attempts: int = 1
+) -> None:
+    """Create ``count`` ``Bench`` instances ``b0``, ``b1``, ... of the ``multi`` flight, 20 requests at a time.
+
+    Each create is tried ``attempts`` times, 0.2 s apart (an instance webhook may still be registering).
+    """
+    gate = asyncio.Semaphore(20)
+
+    async def create(index: int) -> None:
+        body = {
+            "apiVersion": api_version,
+            "kind": "Bench",
+            "metadata": {"name": f"b{index}"},
+            "spec": {"children": children},
+        }
+        async with gate:
+            for attempt in range(attempts):
+                try:
+                    await kube.request("POST", collection, body=body)
+                    return
+                except KubeError:
+                    if attempt == attempts - 1:
+                        raise
+                    await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(create(i) for i in range(count)))

@@ -29,7 +29,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from benchlib import control_plane, service, write_results  # noqa: E402
+from benchlib import control_plane, create_bench_instances, service, write_results  # noqa: E402
 
 import flightbuild  # noqa: E402
 from atc.k8s.client import KubeClient, KubeError  # noqa: E402
@@ -127,22 +127,6 @@ async def create_airway(kube: KubeClient, group: str, wasm: Path) -> str:
         await asyncio.sleep(0.5)
 
 
-async def create_instances(kube: KubeClient, group: str, namespace: str, count: int, children: int) -> None:
-    gate = asyncio.Semaphore(20)
-
-    async def create(index: int) -> None:
-        body = {
-            "apiVersion": f"{group}/v1",
-            "kind": "Bench",
-            "metadata": {"name": f"b{index}"},
-            "spec": {"children": children},
-        }
-        async with gate:
-            await kube.request("POST", f"/apis/{group}/v1/namespaces/{namespace}/benches", body=body)
-
-    await asyncio.gather(*(create(i) for i in range(count)))
-
-
 async def delete_instances(kube: KubeClient, group: str, namespace: str, count: int, deadline: float) -> float:
     """Delete every instance at once; seconds until the last is gone (children and history removed)."""
     collection = f"/apis/{group}/v1/namespaces/{namespace}/benches"
@@ -180,7 +164,9 @@ async def bench(kubeconfig: str, work: Path, args: argparse.Namespace) -> dict[s
             await asyncio.sleep(1)
             before = requests_by_verb(await scrape(port))
             started = time.monotonic()
-            await create_instances(kube, group, namespace, args.instances, args.children)
+            await create_bench_instances(
+                kube, f"/apis/{group}/v1/namespaces/{namespace}/benches", f"{group}/v1", args.instances, args.children
+            )
             while (ready := await count_ready(kube, group, namespace)) < args.instances:
                 if time.monotonic() - started > args.deadline:
                     raise SystemExit(

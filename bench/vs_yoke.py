@@ -58,7 +58,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests")]
 
-from benchlib import write_results  # noqa: E402
+from benchlib import create_bench_instances, write_results  # noqa: E402
 from conformance import yokesuite  # noqa: E402
 from deployed import WebhookTarget, install_chart_identities, register_static_webhooks, token_kubeconfig  # noqa: E402
 from servers import serve_files  # noqa: E402
@@ -512,27 +512,8 @@ async def airway_ready(kube: KubeClient, flight_url: str, deadline: float) -> fl
 
 async def instances_ready(kube: KubeClient, count: int, children: int, deadline: float) -> float:
     """Create ``count`` instances at once (20 requests in flight); seconds until all are Ready."""
-    gate = asyncio.Semaphore(20)
-
-    async def create(index: int) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "Bench",
-            "metadata": {"name": f"b{index}"},
-            "spec": {"children": children},
-        }
-        async with gate:
-            for attempt in range(50):  # the instance webhook may still be registering
-                try:
-                    await kube.request("POST", INSTANCES, body=body)
-                    return
-                except KubeError:
-                    if attempt == 49:
-                        raise
-                    await asyncio.sleep(0.2)
-
     started = time.monotonic()
-    await asyncio.gather(*(create(i) for i in range(count)))
+    await create_bench_instances(kube, INSTANCES, f"{GROUP}/v1", count, children, attempts=50)
     while (ready := sum(map(conditions_ready, (await kube.get(INSTANCES))["items"]))) < count:
         if time.monotonic() - started > deadline:
             raise SystemExit(f"only {ready}/{count} instances Ready after {deadline:.0f}s")

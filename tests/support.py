@@ -28,6 +28,16 @@ SERVICES_KEY = pytest.StashKey[list["ServiceProcess"]]()
 LOG_TAIL_BYTES = 64 * 1024
 
 
+def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
+    """A ConfigMap holding ``value`` under the key ``value``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"value": value},
+    }
+
+
 def open_crd_spec(group: str, kind: str, *, status: bool = False) -> dict[str, Any]:
     """The spec of a namespaced CRD with one served version ``v1`` that accepts any fields.
 

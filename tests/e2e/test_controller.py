@@ -175,12 +175,12 @@ async def test_unchanged_resync_sends_no_apply_and_writes_nothing(harness: Harne
     assert len(await harness.revisions()) == 1
 
 
-async def test_a_create_costs_eleven_requests(harness: Harness) -> None:
+async def test_a_create_costs_ten_requests(harness: Harness) -> None:
     """The requests of one create, by verb and resource (docs/controller.md, "API requests of one create").
 
     No dry run (the stage is new: undone on failure instead), no GET of the children (the apply
-    answers tell readiness), no read before the status write (the cached copy is current), no second
-    LIST of the revisions (the cap knows the history), no InProgress write (the takeoff is quick).
+    answers tell readiness), no read before the status write (the cached copy is current), no LIST
+    of the revisions (the watch-backed history), no InProgress write (the takeoff is quick).
     """
     controller = await harness.start_controller()
     ref = await ready_airway(harness, "multi")
@@ -193,7 +193,6 @@ async def test_a_create_costs_eleven_requests(harness: Harness) -> None:
     del sent["PUT", "leases"], sent["GET", "leases"]
     assert dict(sent) == {
         ("PATCH", ref.plural): 1,  # finalizer and ownerReference
-        ("GET", "secrets"): 1,  # the release's revisions, current and legacy label in one LIST
         ("POST", "secrets"): 1,  # the pending revision
         ("APPLY", "configmaps"): 5,
         ("PATCH", "secrets"): 1,  # the revision activated

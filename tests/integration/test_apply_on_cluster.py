@@ -11,21 +11,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from support import config_map
 
 from atc.k8s.apply import ApplyError, apply_stage
 from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 
 pytestmark = pytest.mark.cluster
-
-
-def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {"v": value},
-    }
 
 
 def invalid_config_map(name: str, namespace: str) -> dict[str, Any]:
@@ -92,4 +84,4 @@ async def test_a_stage_of_existing_objects_is_dry_run_first(kube_client: KubeCli
     assert "dry run: " in str(caught.value)
     assert caught.value.written == 0
     kept = await kube_client.get(f"/api/v1/namespaces/{namespace}/configmaps/a")
-    assert kept["data"] == {"v": "1"}
+    assert kept["data"] == {"value": "1"}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support import config_map
 
 from atc.k8s.client import KubeClient
 from atc.release import revisions as releases
@@ -16,15 +17,6 @@ pytestmark = pytest.mark.cluster
 RELEASE = "examples.com.Backend.ns.c4ts"
 URL = "https://example.com/flight.wasm"
 T0 = datetime(2026, 8, 18, 1, 27, 47, 123456, tzinfo=UTC)
-
-
-def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {"value": value},
-    }
 
 
 async def create(

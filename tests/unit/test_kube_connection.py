@@ -269,17 +269,22 @@ def test_in_cluster_errors_say_what_is_missing(
 
 
 # ----------------------------------------------------------------------------------------------- requests
-async def test_requests_carry_credentials_headers_query_and_json(tmp_path: Path, api_server: ApiServer) -> None:
-    path = write_kubeconfig(
+def client_kubeconfig(tmp_path: Path, api_server: ApiServer, token: str) -> Path:
+    """A kubeconfig for ``api_server`` with its CA, the client certificate it asks for, and ``token``."""
+    return write_kubeconfig(
         tmp_path / "kubeconfig",
         api_server.url,
         cluster={"certificate-authority-data": b64(api_server.ca.cert_pem)},
         user={
             "client-certificate-data": b64(api_server.client.cert_pem),
             "client-key-data": b64(api_server.client.key_pem),
-            "token": "s3cret",
+            "token": token,
         },
     )
+
+
+async def test_requests_carry_credentials_headers_query_and_json(tmp_path: Path, api_server: ApiServer) -> None:
+    path = client_kubeconfig(tmp_path, api_server, "s3cret")
     async with await KubeClient.connect(str(path), qps_headers={"X-Test": "1"}, field_manager="atc") as kube:
         assert isinstance(kube._api, Transport)
         assert kube.server == api_server.url
@@ -350,16 +355,7 @@ async def test_exec_plugins_go_through_kubernetes_asyncio(tmp_path: Path, api_se
 async def test_kube_loader_setting_sends_every_kubeconfig_through_kubernetes_asyncio(
     tmp_path: Path, api_server: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_kubeconfig(
-        tmp_path / "kubeconfig",
-        api_server.url,
-        cluster={"certificate-authority-data": b64(api_server.ca.cert_pem)},
-        user={
-            "client-certificate-data": b64(api_server.client.cert_pem),
-            "client-key-data": b64(api_server.client.key_pem),
-            "token": "plain",
-        },
-    )
+    path = client_kubeconfig(tmp_path, api_server, "plain")
     assert kubeconfig_endpoint(str(path)) is not None  # a shape atc.k8s.connection reads itself
     monkeypatch.setenv("KUBE_LOADER", "kubernetes-asyncio")
     async with await KubeClient.connect(str(path)) as kube:

@@ -39,6 +39,7 @@ from atc.k8s.refs import parse_ref, split_api_version
 from atc.k8s.signals import SIGNAL_SELECTOR, parse_child_changed
 from atc.model.constants import FIELD_MANAGER_ATC
 from atc.model.types import Object
+from atc.release.history import CachedHistory
 from atc.release.takeoff import Cluster
 from atc.service.docker_secret import docker_config_watch
 from atc.service.heap import freeze_long_lived
@@ -105,7 +106,7 @@ class Controller:
             kube=kube,
             mapper=mapper,
             modules=modules,
-            cluster=Cluster(kube, mapper, engine, readiness),
+            cluster=Cluster(kube, mapper, engine, readiness, revisions=CachedHistory(kube)),
             events=EventRecorder(kube, "atc-controller", self.identity),
             manager=manager,
             gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
@@ -187,6 +188,8 @@ class Controller:
         for kind in ("Flight", "ClusterFlight"):
             flights = FlightReconciler(context, kind, reflectors[kind])
             context.manager.register(flights.controller_name, flights)
+        if isinstance(context.cluster.revisions, CachedHistory):
+            reflectors["revisions"] = context.cluster.revisions.fresh_reflector()
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{name}") for name, r in reflectors.items()]
         try:
             await asyncio.gather(*(r.synced.wait() for r in reflectors.values()))

@@ -193,6 +193,7 @@ class Revision:
     created_at_nanos: int = 0  # exact Unix nanoseconds, used for ordering
     active_at_nanos: int = 0
     pending: bool = False  # written before its resources were applied, not activated yet
+    resource_version: str = ""  # of the Secret, as listed or written
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class Release:
         return [revision for revision in self.history if not revision.pending]
 
 
-def _ordered(revisions: list[Revision]) -> list[Revision]:
+def ordered_by_creation(revisions: list[Revision]) -> list[Revision]:
     """Sort by created-at like yoke: ``Release.Add`` inserts before equal stamps, then a stable sort."""
     last_listed_first = list(reversed(revisions))  # so stamps that tie keep Add's order
     return sorted(last_listed_first, key=lambda revision: revision.created_at_nanos)
@@ -258,6 +259,7 @@ def revision_from_metadata(metadata: dict[str, Any], namespace: str, release: st
         created_at_nanos=created_nanos,
         active_at_nanos=active_nanos,
         pending=ANNOTATION_PENDING in annotations,
+        resource_version=str(metadata.get("resourceVersion", "")),
     )
 
 
@@ -299,7 +301,7 @@ def _migration_patch(metadata: dict[str, Any], release: str) -> list[dict[str, A
     return patch
 
 
-async def _migrate_legacy(
+async def migrate_legacy(
     kube: KubeClient, namespace: str, release: str, legacy: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Relabel revisions of older yoke versions (label = raw release name); return their new metadata."""
@@ -338,9 +340,9 @@ async def list_release(kube: KubeClient, release: str, namespace: str) -> Releas
     hashed = sha1_hex(release)
     current = [metadata for metadata in items if (metadata.get("labels") or {}).get(LABEL_RELEASE) == hashed]
     legacy = [metadata for metadata in items if (metadata.get("labels") or {}).get(LABEL_RELEASE) != hashed]
-    current += await _migrate_legacy(kube, namespace, release, legacy)
+    current += await migrate_legacy(kube, namespace, release, legacy)
     revisions = [revision_from_metadata(metadata, namespace, release) for metadata in current]
-    return Release(name=release, namespace=namespace, history=_ordered(revisions))
+    return Release(name=release, namespace=namespace, history=ordered_by_creation(revisions))
 
 
 def decode_stages(raw: bytes) -> Stages:

@@ -53,6 +53,7 @@ from atc.model.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE
 from atc.model.gocompat import join_errors
 from atc.model.types import Object
 from atc.release.crashpoints import crash_point
+from atc.release.history import ApiHistory, History
 from atc.release.invocation import flight_invocation
 from atc.release.prune import PruneOptions, prune_release_diff
 from atc.release.revisions import (
@@ -63,9 +64,7 @@ from atc.release.revisions import (
     cap_history,
     create_revision,
     delete_revisions,
-    list_release,
     pinning_error,
-    read_stages,
 )
 from atc.release.stages import OutputError, Stages, parse_stages
 from atc.wasm.cache import LoadedModule
@@ -92,12 +91,17 @@ class StaleLookupError(TakeoffError):
 
 @dataclass(frozen=True)
 class Cluster:
-    """What takeoff talks to."""
+    """What takeoff talks to; ``history`` is where release histories are read (the API server by default)."""
 
     kube: KubeClient
     mapper: RestMapper
     engine: FlightEngine
     readiness: CustomReadiness | None = None
+    revisions: History | None = None
+
+    @property
+    def history(self) -> History:
+        return self.revisions if self.revisions is not None else ApiHistory(self.kube)
 
 
 @dataclass(frozen=True)
@@ -442,10 +446,11 @@ async def takeoff(cluster: Cluster, request: TakeoffRequest) -> TakeoffResult:
         result.warnings += await _dry_run(cluster, stages)
         result.outcome = "dry_run"
         return result
-    release = await list_release(cluster.kube, request.release, request.namespace)
+    history = cluster.history
+    release = await history.release(request.release, request.namespace)
     if problem := pinning_error(release, request.source_url, request.module.sha1):
         raise TakeoffError(problem)
-    previous = await read_stages(cluster.kube, release.active) if release.active else []
+    previous = await history.stages(release.active) if release.active else []
     if previous == stages and not release.pending:
         await _apply_stages(cluster, result, previous, request)  # children edited by others, or drift repair
         result.outcome = "unchanged"
@@ -463,7 +468,8 @@ async def _takeoff_changed(
     A pending revision left by an earlier crash names resources that run may have applied; they are
     pruned like the active revision's unless the new stages keep them.
     """
-    unfinished = [await read_stages(cluster.kube, revision) for revision in release.pending]
+    history = cluster.history
+    unfinished = [await history.stages(revision) for revision in release.pending]
     try:
         pending = await create_revision(
             cluster.kube,
@@ -476,6 +482,7 @@ async def _takeoff_changed(
         )
     except KubeError as exc:
         raise TakeoffError(f"failed to create revision: {exc}") from None
+    history.wrote(pending)
     crash_point("after_pending_revision")
     try:
         await _apply_stages(cluster, result, previous, request)
@@ -488,7 +495,8 @@ async def _takeoff_changed(
     crash_point("after_prune")
     try:
         result.revision = await activate_revision(cluster.kube, pending)
-        await delete_revisions(cluster.kube, release.pending)
+        history.wrote(result.revision)
+        history.deleted(request.release, request.namespace, await delete_revisions(cluster.kube, release.pending))
     except (KubeError, ReleaseError) as exc:
         raise TakeoffError(f"failed to activate revision: {exc}") from None
     crash_point("after_activate")
@@ -499,7 +507,7 @@ async def _takeoff_changed(
 async def _withdraw(cluster: Cluster, pending: Revision) -> None:
     """Delete a pending revision none of whose resources were written; a failure leaves it to the next run."""
     with contextlib.suppress(KubeError):
-        await delete_revisions(cluster.kube, [pending])
+        cluster.history.deleted(pending.release, pending.namespace, await delete_revisions(cluster.kube, [pending]))
 
 
 async def _prune(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, previous: Stages) -> None:
@@ -514,7 +522,8 @@ async def _prune(cluster: Cluster, request: TakeoffRequest, result: TakeoffResul
 async def _cap(cluster: Cluster, request: TakeoffRequest, result: TakeoffResult, release: Release) -> None:
     """Cap the history as ``release`` (listed at the start, plus this takeoff's own writes) shows it."""
     try:
-        await cap_history(cluster.kube, request.release, request.namespace, request.history_cap, known=release)
+        capped = await cap_history(cluster.kube, request.release, request.namespace, request.history_cap, known=release)
+        cluster.history.deleted(request.release, request.namespace, capped)
     except (KubeError, ReleaseError) as exc:
         result.warnings.append(f"failed to cap release history after successful takeoff of {request.release}: {exc}")
 

@@ -157,6 +157,7 @@ class FlightReconciler:
             )
         except (KubeError, TimeoutError, NoMatchError) as exc:
             raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
+        self.context.cluster.history.forget(release, namespace)
         await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
 
     async def _condition(self, flight: Object, status: str, reason: str, message: str) -> None:

@@ -526,6 +526,7 @@ class InstanceReconciler:
             )
         except (KubeError, TimeoutError, NoMatchError) as exc:
             raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
+        self.context.cluster.history.forget(release, namespace)
         if pruned is None:
             log.warning(f'mayday noop: no history found for release "{release}" in namespace "{namespace}"')
         await remove_finalizer(self.context.kube, path, FINALIZER_INSTANCE)
