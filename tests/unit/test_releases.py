@@ -217,7 +217,7 @@ def test_bad_resource_count_reads_as_zero() -> None:
 
 def test_history_is_sorted_by_created_at_and_active_is_latest_active_at() -> None:
     listed = [revision("b", 20), revision("a", 10, active=50), revision("c", 30)]
-    release = Release("r", "default", releases._ordered(listed))
+    release = Release("r", "default", releases.ordered_by_creation(listed))
     assert [rev.name for rev in release.history] == ["a", "b", "c"]
     assert release.active is not None
     assert release.active.name == "a"
@@ -226,7 +226,7 @@ def test_history_is_sorted_by_created_at_and_active_is_latest_active_at() -> Non
 
 def test_equal_created_at_orders_like_yoke_add() -> None:
     # Release.Add inserts before equal stamps, so ties come out in reverse list order
-    assert [rev.name for rev in releases._ordered([revision("x", 5), revision("y", 5)])] == ["y", "x"]
+    assert [rev.name for rev in releases.ordered_by_creation([revision("x", 5), revision("y", 5)])] == ["y", "x"]
 
 
 def test_empty_release_has_no_active_revision() -> None:
