@@ -20,6 +20,12 @@ Differences from yoke, each deliberate (docs/compatibility.md, "Where this proje
   sent again, and an unchanged release writes no revision, unless the
   caller asks for drift repair (``reapply_unchanged``) or names children
   that someone else changed (``reapply_refs``, dynamic mode);
+- a stage of objects new to the release is applied without a dry run and
+  undone (what it created is deleted) when any object is refused; stages that
+  change objects the release has are dry-run first, as yoke does
+  (``atc.k8s.apply.apply_stage``);
+- the release's history is read through ``Cluster.history``: the controller's
+  watch-backed cache (``atc.release.history``), or the API server;
 - a flight that outputs only its parent leaves the release untouched;
 - privileged output (cluster-scoped kinds, RBAC, admission webhooks, CRDs,
   Namespaces) is refused unless the request allows it (``privileged_refused``):
