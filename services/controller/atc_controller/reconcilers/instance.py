@@ -490,9 +490,9 @@ class InstanceReconciler:
             live["status"] = status
 
         await update_status(self.context.kube, self._path(instance), generation, change, known=outcome.instance)
-        await self._record_events(instance, outcome)
+        self._record_events(instance, outcome)
 
-    async def _record_events(self, instance: Object, outcome: _Outcome) -> None:
+    def _record_events(self, instance: Object, outcome: _Outcome) -> None:
         events = self.context.events
         if outcome.error:
             events.record(instance, WARNING, "FlightFailed", outcome.error)
