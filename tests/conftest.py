@@ -21,7 +21,7 @@ from support import SERVICES_KEY, ServiceProcess, start_service
 
 import flightbuild
 from atc.k8s.client import KubeClient
-from devcluster.cluster import Cluster, ClusterState, running_state
+from devcluster.cluster import Cluster, ClusterState, cluster_paths, running_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +44,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         yield state
         return
     control_plane = Cluster(tmp_path_factory.mktemp("cluster"), tie_to_parent=True)
+    try:
+        yield control_plane.start()
+    finally:
+        control_plane.stop()
+
+
+@pytest.fixture(scope="module")
+def workload_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    """A second control plane (a target cluster to deploy to), for the tests of one module.
+
+    Its kubeconfig (``state.kubeconfig``) embeds CA, certificate and key (``*-data`` keys), so its
+    bytes can go into a Secret of the ``cluster``. ``DEVCLUSTER_REUSE=1`` reuses the cluster of
+    ``python -m devcluster up --name workload`` when one runs, else starts one as without it.
+    """
+    if os.environ.get("DEVCLUSTER_REUSE") == "1":
+        state = running_state(cluster_paths("workload", REPO_ROOT / ".local")[0])
+        if state is not None:
+            yield state
+            return
+    control_plane = Cluster(tmp_path_factory.mktemp("workload-cluster"), tie_to_parent=True)
     try:
         yield control_plane.start()
     finally:

@@ -3,7 +3,9 @@
 ``FakeKube`` answers LISTs (JSON and metadata-only) from ``collections``
 (a path that is not there is 404, like a CRD that is not served), streams
 watch events that tests ``emit``, and records POSTs and server-side applies.
-Imported by ``tests/unit/test_webhook_caches.py`` and ``test_webhook_resources.py``.
+``flight_child`` is a child of a Flight or ClusterFlight in a non-standard mode, stamped as the
+controller stamps it. Imported by ``tests/unit/test_webhook_caches.py``, ``test_webhook_resources.py``
+and ``test_webhook_decisions.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import CLUSTERFLIGHTS_PATH as CLUSTERFLIGHTS
+from atc.k8s.crds import FLIGHTS_PATH as FLIGHTS
 from atc.model.types import Object
 from atc.release.revisions import encode_stages, sha1_hex
 
@@ -28,7 +32,7 @@ class FakeKube(KubeClient):
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
-        self.collections: dict[str, list[Object]] = {AIRWAYS: [], SECRETS: []}
+        self.collections: dict[str, list[Object]] = {AIRWAYS: [], SECRETS: [], FLIGHTS: [], CLUSTERFLIGHTS: []}
         self.streams: defaultdict[str, asyncio.Queue[Object]] = defaultdict(asyncio.Queue)
         self.posted: list[tuple[str, Object]] = []
         self.applied: list[tuple[str, Object, str, bool]] = []
@@ -186,3 +190,34 @@ def revision_secret(
         },
         "data": {"resources": base64.b64encode(encode_stages(stages)).decode()},
     }
+
+
+# ----------------------------------------------------------------------------------------------- flights
+FLIGHT_REF = "ns/Flight.yoke.cd:f"  # atc.k8s.refs.resource_ref of Flight ns/f
+CLUSTER_FLIGHT_REF = "/ClusterFlight.yoke.cd:cf"
+FLIGHT_HISTORY = FLIGHT_REF  # the release its revisions are stored under (atc.release.flight_request)
+CLUSTER_FLIGHT_HISTORY = CLUSTER_FLIGHT_REF
+
+
+def flight_child(kind: str = "Flight") -> Object:
+    """A live ConfigMap of Flight ``ns/f`` or ClusterFlight ``cf``, as a non-standard-mode Flight stamps it.
+
+    takeoff writes the bare name in ``instance.atc.yoke.cd/release`` and the release namespace
+    (``default`` for a ClusterFlight) in ``.../namespace``; ``.../instanceRef`` is the Flight's ref.
+    """
+    cluster = kind == "ClusterFlight"
+    obj = live_configmap()
+    obj["metadata"]["annotations"] = {
+        "instance.atc.yoke.cd/release": "cf" if cluster else "f",
+        "instance.atc.yoke.cd/namespace": "default" if cluster else "ns",
+        "instance.atc.yoke.cd/instanceRef": CLUSTER_FLIGHT_REF if cluster else FLIGHT_REF,
+    }
+    return obj
+
+
+def desired_flight_child(kind: str = "Flight") -> Object:
+    """``flight_child`` as the Flight's active revision holds it."""
+    obj = flight_child(kind)
+    for key in ("uid", "resourceVersion", "creationTimestamp"):
+        del obj["metadata"][key]
+    return obj

@@ -93,6 +93,7 @@ def webhook_rules(airway: AirwayRef) -> list[Object]:
     """What the webhook needs: its caches' lists and watches, Events, and its webhook configurations."""
     return [
         {"apiGroups": ["yoke.cd"], "resources": ["airways"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["yoke.cd"], "resources": ["flights", "clusterflights"], "verbs": ["list", "watch"]},
         {"apiGroups": [airway.group], "resources": [airway.plural], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -12,8 +13,17 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from devcluster import build
-from devcluster.cluster import ProcessRecord, _start_ticks, is_alive, kubeconfig_yaml, stop_processes
+from devcluster import __main__ as cli
+from devcluster import build, demo
+from devcluster.cluster import (
+    ClusterError,
+    ProcessRecord,
+    _start_ticks,
+    cluster_paths,
+    is_alive,
+    kubeconfig_yaml,
+    stop_processes,
+)
 from devcluster.pki import new_ca
 
 
@@ -42,6 +52,67 @@ def test_kubeconfig_points_at_server_with_embedded_credentials() -> None:
     assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:1234"
     assert config["current-context"] == "local"
     assert config["users"][0]["user"]["client-key-data"]
+
+
+def test_kubeconfig_names_no_file() -> None:
+    """Inline only, so its bytes work in a Secret of another cluster (a target kubeconfig)."""
+    ca = new_ca()
+    config = json.loads(kubeconfig_yaml("https://127.0.0.1:1234", ca.cert_pem, ca.issue_client("a")))
+    assert set(config["clusters"][0]["cluster"]) == {"server", "certificate-authority-data"}
+    assert set(config["users"][0]["user"]) == {"client-certificate-data", "client-key-data"}
+
+
+# ----------------------------------------------------------------------------------------------- --name
+def test_without_name_the_main_cluster_keeps_its_paths() -> None:
+    args = cli.parse_args(["up"])
+    assert (args.name, args.runtime_dir, args.kubeconfig) == ("main", Path(".local/cluster"), Path(".local/kubeconfig"))
+    assert cluster_paths("main") == (Path(".local/cluster"), Path(".local/kubeconfig"))
+    assert cli.down_command("main") == "make cluster-down"
+
+
+def test_a_named_cluster_lives_in_its_own_directory() -> None:
+    args = cli.parse_args(["up", "--name", "workload"])
+    assert args.runtime_dir == Path(".local/clusters/workload")
+    assert args.kubeconfig == Path(".local/clusters/workload/kubeconfig")
+    assert cli.down_command("workload").endswith("-m devcluster down --name workload")
+    explicit = cli.parse_args(["up", "--name", "w2", "--runtime-dir", "/tmp/x", "--kubeconfig", "/tmp/k"])
+    assert (explicit.runtime_dir, explicit.kubeconfig) == (Path("/tmp/x"), Path("/tmp/k"))
+
+
+@pytest.mark.parametrize("name", ["", "../main", "a/b", "Workload", "-x", "x-", "a" * 41, "main "])
+def test_a_name_that_is_not_a_dns_label_is_refused(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ClusterError, match="invalid cluster name"):
+        cli.parse_args(["status", f"--name={name}"])
+    assert cli.main(["status", f"--name={name}"]) == 2
+    assert "invalid cluster name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "demo-down"])
+def test_the_demo_runs_on_the_main_cluster_only(command: str) -> None:
+    with pytest.raises(ClusterError, match="main cluster only"):
+        cli.parse_args([command, "--name", "workload"])
+    assert cli.parse_args([command]).name == "main"
+
+
+def test_down_of_a_named_cluster_leaves_the_demo_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # keep the session's SIGTERM handler
+    calls: list[str] = []
+
+    def demo_down() -> int:
+        calls.append("demo-down")
+        return 0
+
+    monkeypatch.setattr(demo, "down", demo_down)
+    assert cli.main(["down", "--name", "workload"]) == 0
+    assert calls == []
+    assert "no cluster recorded in .local/clusters/workload" in capsys.readouterr().err
+    assert cli.main(["down"]) == 0
+    assert calls == ["demo-down"]
+    assert cli.main(["status", "--name", "workload"]) == 1
+    assert capsys.readouterr().out == "not running\n"
 
 
 SIGTERM_RECORDER = """

@@ -14,12 +14,14 @@ from typing import Any, cast
 import pytest
 from fakes import comparable_request as comparable
 
+from atc.k8s.access import LookupTracker
 from atc.model.specs import FlightSpec
 from atc.model.types import Object
 from atc.release.invocation import FlightDefaults
 from atc.release.takeoff import TakeoffRequest
 from atc_controller.reconcilers import flight as flight_reconciler
 from atc_controller.reconcilers.flight import FlightReconciler
+from atc_controller.reconcilers.modes import ModeState
 from atc_webhook import validation
 from atc_webhook.admission import Review
 from atc_webhook.routers.flights import admit_flight
@@ -60,7 +62,9 @@ async def controller_request(obj: Object, kind: str, monkeypatch: pytest.MonkeyP
         modules=Modules(), flight_defaults=FlightDefaults(), gateway="controller-gateway", cluster=None, kube=None
     )
     reconciler = FlightReconciler(cast(Any, context), kind, cast(Any, None))
-    await reconciler._takeoff(obj, FlightSpec.model_validate(obj["spec"]))
+    target = SimpleNamespace(remote=False, gateway="controller-gateway", cluster=None)
+    spec = FlightSpec.model_validate(obj["spec"])
+    await reconciler._takeoff(obj, spec, ModeState(), LookupTracker(), cast(Any, target))
     assert len(captured) == 1
     return captured[0]
 

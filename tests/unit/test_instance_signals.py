@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from atc.model.constants import ANNOTATION_OVERRIDE_MODE
 from atc_controller.children import ChildChange
-from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
+from atc_controller.reconcilers.instance import InstanceReconciler
+from atc_controller.reconcilers.modes import ModeState
 
 KEY = "team/c4ts"
 CHILD = "team/Deployment.apps:c4ts"
@@ -48,7 +49,7 @@ def enqueued(rec: InstanceReconciler) -> list[tuple[str, str]]:
 
 def test_a_signal_during_the_run_that_starts_tracking_the_child_reruns_the_flight() -> None:
     rec = reconciler()
-    state = rec.states[KEY] = InstanceState(mode="subscription", running=True)
+    state = rec.states[KEY] = ModeState(mode="subscription", running=True)
     assert rec.child_changed(KEY, CHILD, "41")
     assert enqueued(rec) == []  # not judged yet: the run decides what it tracks
     state.running, state.tracked = False, {CHILD}  # the run ends, tracking the child it created
@@ -61,7 +62,7 @@ def test_a_signal_during_the_run_that_starts_tracking_the_child_reruns_the_fligh
 
 def test_a_signal_during_a_run_for_a_child_it_does_not_track_is_dropped() -> None:
     rec = reconciler()
-    state = rec.states[KEY] = InstanceState(mode="subscription", running=True)
+    state = rec.states[KEY] = ModeState(mode="subscription", running=True)
     rec.child_changed(KEY, OTHER, "7")
     state.running, state.tracked = False, {CHILD}
     rec._replay_signals(KEY, state)
@@ -71,7 +72,7 @@ def test_a_signal_during_a_run_for_a_child_it_does_not_track_is_dropped() -> Non
 
 def test_in_dynamic_mode_every_signal_during_a_run_reruns() -> None:
     rec = reconciler(mode="dynamic")
-    state = rec.states[KEY] = InstanceState(mode="dynamic", running=True)
+    state = rec.states[KEY] = ModeState(mode="dynamic", running=True)
     rec.child_changed(KEY, OTHER, "7")
     state.running = False
     rec._replay_signals(KEY, state)
@@ -80,7 +81,7 @@ def test_in_dynamic_mode_every_signal_during_a_run_reruns() -> None:
 
 def test_between_runs_subscription_mode_follows_only_tracked_children() -> None:
     rec = reconciler()
-    rec.states[KEY] = InstanceState(mode="subscription", tracked={CHILD})
+    rec.states[KEY] = ModeState(mode="subscription", tracked={CHILD})
     assert not rec.child_changed(KEY, OTHER, "7")
     assert rec.child_changed(KEY, CHILD, "8")
     assert enqueued(rec) == [(rec.controller_name, KEY)]
@@ -88,7 +89,7 @@ def test_between_runs_subscription_mode_follows_only_tracked_children() -> None:
 
 def test_standard_mode_ignores_signals() -> None:
     rec = reconciler(mode="standard")
-    rec.states[KEY] = InstanceState(mode="standard", running=True)
+    rec.states[KEY] = ModeState(mode="standard", running=True)
     assert not rec.child_changed(KEY, CHILD, "7")
     assert enqueued(rec) == []
 
@@ -133,7 +134,7 @@ def change(**fields: Any) -> ChildChange:
 
 def test_static_mode_puts_back_a_child_changed_or_deleted_by_someone_else() -> None:
     rec = reconciler(mode="static")
-    rec.states[KEY] = InstanceState(mode="static")
+    rec.states[KEY] = ModeState(mode="static")
     rec.child_drifted(KEY, change())
     rec.child_drifted(KEY, change(child_ref=OTHER, deleted=True, spec_changed=False))
     assert enqueued(rec) == [(rec.controller_name, KEY)] * 2
@@ -142,7 +143,7 @@ def test_static_mode_puts_back_a_child_changed_or_deleted_by_someone_else() -> N
 
 def test_static_mode_ignores_status_updates_and_its_own_applies() -> None:
     rec = reconciler(mode="static")
-    rec.states[KEY] = InstanceState(mode="static")
+    rec.states[KEY] = ModeState(mode="static")
     rec.child_drifted(KEY, change(spec_changed=False))  # another controller's status update
     rec.child_drifted(KEY, change(by_us=True))  # the controller's own apply
     assert enqueued(rec) == []
@@ -152,7 +153,7 @@ def test_static_mode_ignores_status_updates_and_its_own_applies() -> None:
 
 def test_dynamic_mode_treats_a_watched_change_as_the_webhooks_signal() -> None:
     rec = reconciler(mode="dynamic")
-    state = rec.states[KEY] = InstanceState(mode="dynamic")
+    state = rec.states[KEY] = ModeState(mode="dynamic")
     rec.child_drifted(KEY, change(spec_changed=False))
     assert enqueued(rec) == [(rec.controller_name, KEY)]
     assert state.waits == {CHILD: "9"}

@@ -25,7 +25,8 @@ from atc.release.instance_request import ObjectPathError, ParentMatcher, instanc
 from atc.release.invocation import FlightDefaults
 from atc.release.takeoff import TakeoffRequest
 from atc_controller.reconcilers import instance as reconciler_module
-from atc_controller.reconcilers.instance import InstanceReconciler, InstanceState
+from atc_controller.reconcilers.instance import InstanceReconciler
+from atc_controller.reconcilers.modes import ModeState
 from atc_webhook import validation
 from atc_webhook.admission import Review
 from atc_webhook.routers.flights import admit_instance
@@ -49,7 +50,8 @@ async def controller_request(airway_obj: Object, obj: Object, monkeypatch: pytes
     monkeypatch.setattr(reconciler_module, "load_instance_module", load)
     context = SimpleNamespace(modules=None, flight_defaults=FlightDefaults(), gateway="controller-gateway")
     reconciler = InstanceReconciler(cast(Any, context), airway_obj, cast(Any, None), None)
-    return await reconciler._request(obj, InstanceState(), LookupTracker())
+    target = SimpleNamespace(remote=False, gateway="controller-gateway")
+    return await reconciler._request(obj, ModeState(), LookupTracker(), cast(Any, target))
 
 
 async def webhook_request(airway_obj: Object, obj: Object, monkeypatch: pytest.MonkeyPatch) -> TakeoffRequest:

@@ -5,16 +5,30 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from fakes import settle
 from support import eventually
-from webhook_fakes import SECRETS, FakeKube, airway, instance_metadata, revision_secret
+from webhook_fakes import (
+    CLUSTER_FLIGHT_REF,
+    FLIGHT_REF,
+    SECRETS,
+    FakeKube,
+    airway,
+    instance_metadata,
+    revision_secret,
+)
 
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import CLUSTERFLIGHTS_PATH as CLUSTERFLIGHTS
+from atc.k8s.crds import FLIGHTS_PATH as FLIGHTS
 from atc.k8s.reflector import METADATA_LIST_ACCEPT
 from atc.model.types import Object
 from atc_webhook.caches import (
+    FLIGHT_KINDS,
     AirwayInfo,
     CachedRevision,
     RevisionCache,
@@ -91,7 +105,7 @@ async def test_instances_are_found_by_ref_with_their_mode(kube: FakeKube, caches
     assert caches.instance("ns/Backend.examples.com:three") is None
     assert caches.instance("ns/Other.examples.com:one") is None
     assert kube.accepts[INSTANCES] == METADATA_LIST_ACCEPT
-    assert caches.sizes() == {"airways": 1, "instances": 2, "revisions": 0}
+    assert caches.sizes() == {"airways": 1, "instances": 2, "flights": 0, "revisions": 0}
 
 
 async def test_an_airway_whose_crd_is_not_served_does_not_block_readiness(
@@ -165,6 +179,160 @@ async def test_instance_annotation_changes_are_followed(kube: FakeKube, caches: 
     found = caches.instance("ns/Backend.examples.com:one")
     assert found is not None
     assert found.mode == "subscription"
+
+
+# ----------------------------------------------------------------------------------------------- flights
+def test_the_flight_kinds_have_their_crds_identity() -> None:
+    flight, cluster = FLIGHT_KINDS["Flight.yoke.cd"], FLIGHT_KINDS["ClusterFlight.yoke.cd"]
+    assert (flight.api_version, flight.kind, flight.collection_path, flight.namespaced, flight.mode) == (
+        "yoke.cd/v1alpha1",
+        "Flight",
+        FLIGHTS,
+        True,
+        "standard",
+    )
+    assert (cluster.api_version, cluster.kind, cluster.collection_path, cluster.namespaced) == (
+        "yoke.cd/v1alpha1",
+        "ClusterFlight",
+        CLUSTERFLIGHTS,
+        False,
+    )
+
+
+async def test_flights_are_found_by_ref_with_their_own_mode(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[FLIGHTS] = [
+        instance_metadata("f", "ns", {"overrides.yoke.cd/mode": "static"}),
+        instance_metadata("plain", "ns"),
+        instance_metadata("odd", "ns", {"overrides.yoke.cd/mode": "bogus"}),
+    ]
+    kube.collections[CLUSTERFLIGHTS] = [instance_metadata("cf", "", {"overrides.yoke.cd/mode": "dynamic"})]
+    await synced(caches)  # no Airway at all: Flights need none
+    flight = caches.instance(FLIGHT_REF)
+    assert flight is not None
+    assert (flight.airway, flight.namespace, flight.name, flight.uid, flight.mode) == (
+        FLIGHT_KINDS["Flight.yoke.cd"],
+        "ns",
+        "f",
+        "uid-f",
+        "static",
+    )
+    assert flight.is_flight
+    assert flight.history == ("ns/Flight.yoke.cd:f", "ns")
+    cluster = caches.instance(CLUSTER_FLIGHT_REF)
+    assert cluster is not None
+    assert (cluster.airway.kind, cluster.namespace, cluster.name, cluster.mode) == (
+        "ClusterFlight",
+        "",
+        "cf",
+        "dynamic",
+    )
+    assert cluster.history == ("/ClusterFlight.yoke.cd:cf", "default")
+    for name, mode in (("plain", "standard"), ("odd", "standard")):
+        found = caches.instance(f"ns/Flight.yoke.cd:{name}")
+        assert found is not None
+        assert found.mode == mode
+    assert caches.instance("other/Flight.yoke.cd:f") is None
+    assert caches.instance("ns/ClusterFlight.yoke.cd:f") is None
+    assert kube.accepts[FLIGHTS] == METADATA_LIST_ACCEPT
+    assert kube.accepts[CLUSTERFLIGHTS] == METADATA_LIST_ACCEPT
+    assert caches.sizes()["flights"] == 4
+
+
+async def test_an_instance_is_not_a_flight(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[AIRWAYS] = [airway()]
+    kube.collections[INSTANCES] = [instance_metadata("one", "ns")]
+    await synced(caches)
+    one = caches.instance("ns/Backend.examples.com:one")
+    assert one is not None
+    assert (one.is_flight, one.history) == (False, None)
+
+
+async def test_flight_mode_changes_are_followed(kube: FakeKube, caches: WebhookCaches) -> None:
+    kube.collections[FLIGHTS] = [instance_metadata("f", "ns")]
+    await synced(caches)
+    kube.emit(FLIGHTS, "MODIFIED", instance_metadata("f", "ns", {"overrides.yoke.cd/mode": "subscription"}))
+    await settle()
+    found = caches.instance(FLIGHT_REF)
+    assert found is not None
+    assert found.mode == "subscription"
+    kube.emit(FLIGHTS, "DELETED", instance_metadata("f", "ns", {"overrides.yoke.cd/mode": "subscription"}))
+    await settle()
+    assert caches.instance(FLIGHT_REF) is None
+
+
+@pytest.mark.parametrize("problem", ["not served", "forbidden"])
+async def test_flights_the_webhook_cannot_list_do_not_block_readiness(
+    kube: FakeKube, caches: WebhookCaches, problem: str
+) -> None:
+    if problem == "not served":
+        del kube.collections[FLIGHTS]  # the controller has not installed the yoke.cd CRDs yet
+    else:
+        kube.forbidden.add(FLIGHTS)
+    await synced(caches)
+    kube.collections[FLIGHTS] = [instance_metadata("f", "ns", {"overrides.yoke.cd/mode": "static"})]
+    kube.forbidden.clear()
+
+    async def found() -> bool:
+        return caches.instance(FLIGHT_REF) is not None
+
+    await eventually(found, timeout=5, interval=0.02, what="Flight listed once it can be")
+
+
+class SlowFlights(FakeKube):
+    """Answers the Flight list only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Object:
+        if method == "GET" and path == FLIGHTS:
+            await self.release.wait()
+        return await super().request(method, path, **kwargs)
+
+
+async def test_readiness_waits_for_the_flights_to_be_listed() -> None:
+    kube = SlowFlights()
+    caches = WebhookCaches(kube, crd_retry_max_seconds=0.05)
+    task = asyncio.create_task(caches.run())
+    try:
+        assert not await caches.wait_synced(0.3)
+        kube.release.set()
+        await synced(caches)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+CHART_RBAC = Path(__file__).resolve().parents[2] / "charts" / "atc" / "templates" / "rbac.yaml"
+
+
+def chart_webhook_rules() -> list[Object]:
+    """The webhook ClusterRole's rules in the chart template, without those whose text is templated."""
+    text = CHART_RBAC.read_text()
+    role = text[text.index("name: {{ $fullname }}-webhook") :]
+    block = role[role.index("rules:\n") + len("rules:\n") : role.index("\n---")]
+    items: list[list[str]] = []
+    for line in block.splitlines():
+        if line.startswith("  - "):
+            items.append([])
+        if items and not line.lstrip().startswith(("#", "{{")):
+            items[-1].append(line)
+    kept = "\n".join(line for item in items if not any("{{" in line for line in item) for line in item)
+    rules: list[Object] = yaml.safe_load(kept)
+    return rules
+
+
+def test_the_chart_lets_the_webhook_list_and_watch_flights() -> None:
+    rules = chart_webhook_rules()
+    for resource in ("flights", "clusterflights"):
+        granted = {
+            verb
+            for rule in rules
+            if "yoke.cd" in rule["apiGroups"] and resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert {"list", "watch"} <= granted, resource
 
 
 # ----------------------------------------------------------------------------------------------- revisions

@@ -12,15 +12,28 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
-from webhook_fakes import INSTANCE_REF, RELEASE, airway_with_flight, desired_configmap, live_configmap
+from webhook_fakes import (
+    CLUSTER_FLIGHT_HISTORY,
+    CLUSTER_FLIGHT_REF,
+    FLIGHT_HISTORY,
+    FLIGHT_REF,
+    INSTANCE_REF,
+    RELEASE,
+    airway_with_flight,
+    desired_configmap,
+    desired_flight_child,
+    flight_child,
+    live_configmap,
+)
 
 from atc.k8s.signals import ChildChange
 from atc.model.specs import AirwaySpec, FlightSpec, Mode
 from atc.model.types import Object
 from atc_webhook.admission import Review, Verdict
-from atc_webhook.caches import AirwayInfo, InstanceInfo
+from atc_webhook.caches import FLIGHT_KINDS, AirwayInfo, InstanceInfo
 from atc_webhook.decisions import (
     AuthorizeOverrides,
+    AuthorizeTargetSecret,
     ChildFacts,
     ChildLookup,
     DesiredKey,
@@ -236,6 +249,105 @@ def test_standard_mode_allows_without_a_signal() -> None:
         assert outcome.effects == ()
 
 
+# children of Flights and ClusterFlights: the same rules, with the Flight as the instance
+def flight_instance(mode: str, kind: str = "Flight") -> InstanceInfo:
+    info = FLIGHT_KINDS[f"{kind}.yoke.cd"]
+    return InstanceInfo(
+        info,
+        "" if kind == "ClusterFlight" else "ns",
+        "cf" if kind == "ClusterFlight" else "f",
+        "uid-f",
+        cast(Mode, mode),
+    )
+
+
+def flight_update(kind: str, change: Callable[[Object], None], **kwargs: Any) -> Review:
+    old = flight_child(kind)
+    new = copy.deepcopy(old)
+    change(new)
+    return review("UPDATE", old, new, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "ref", "history", "namespace"),
+    [
+        ("Flight", FLIGHT_REF, FLIGHT_HISTORY, "ns"),
+        ("ClusterFlight", CLUSTER_FLIGHT_REF, CLUSTER_FLIGHT_HISTORY, "default"),
+    ],
+)
+def test_a_flight_child_is_compared_with_the_flights_history_not_its_bare_release(
+    kind: str, ref: str, history: str, namespace: str
+) -> None:
+    lookup = child_lookup(flight_update(kind, edit_data))
+    assert lookup is not None
+    assert lookup.instance_ref == ref
+    assert lookup.desired is not None
+    assert lookup.desired.release == ("cf" if kind == "ClusterFlight" else "f")  # what takeoff stamps
+    assert desired_key(lookup, flight_instance("static", kind)) == DesiredKey(
+        history, namespace, "v1", "ConfigMap", "cm"
+    )
+    assert desired_key(lookup, flight_instance("dynamic", kind)) is None
+
+
+@pytest.mark.parametrize("kind", ["Flight", "ClusterFlight"])
+def test_static_flights_deny_changes_to_their_children(kind: str) -> None:
+    static = ChildFacts(flight_instance("static", kind), desired_flight_child(kind))
+    outcome = decide_child_change(flight_update(kind, edit_data), static)
+    assert denied(outcome.verdict, "BadRequest", "cannot modify flight sub-resources")
+    assert outcome.effects == ()
+    deleted = decide_child_change(review("DELETE", flight_child(kind), None), static)
+    assert denied(deleted.verdict, "BadRequest", "cannot delete resources managed by Air-Traffic-Controller")
+
+    def harmless(obj: Object) -> None:
+        obj["metadata"]["labels"]["team"] = "blue"
+
+    assert allowed(decide_child_change(flight_update(kind, harmless), static))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "subscription"])
+def test_signalling_flights_signal_the_flight(mode: str) -> None:
+    outcome = decide_child_change(flight_update("Flight", edit_data, user="bob"), ChildFacts(flight_instance(mode)))
+    assert allowed(outcome)
+    assert outcome.effects == (
+        SubmitSignal(
+            ChildChange(
+                instance_api_version="yoke.cd/v1alpha1",
+                instance_kind="Flight",
+                instance_namespace="ns",
+                instance_name="f",
+                instance_uid="uid-f",
+                child_ref="ns/ConfigMap:cm",
+                child_resource_version="100",
+                operation="UPDATE",
+                username="bob",
+            )
+        ),
+    )
+
+
+def test_a_dynamic_cluster_flight_is_signalled_without_a_namespace() -> None:
+    outcome = decide_child_change(
+        review("DELETE", flight_child("ClusterFlight"), None), ChildFacts(flight_instance("dynamic", "ClusterFlight"))
+    )
+    assert allowed(outcome)
+    [signal] = outcome.effects
+    change = signal.change
+    assert (change.instance_api_version, change.instance_kind, change.instance_namespace, change.instance_name) == (
+        "yoke.cd/v1alpha1",
+        "ClusterFlight",
+        "",
+        "cf",
+    )
+    assert (change.instance_key, change.operation) == ("/cf", "DELETE")
+
+
+def test_standard_flights_allow_without_a_signal() -> None:
+    for request in (flight_update("Flight", edit_data), review("DELETE", flight_child(), None)):
+        outcome = decide_child_change(request, ChildFacts(flight_instance("standard")))
+        assert allowed(outcome)
+        assert outcome.effects == ()
+
+
 # ----------------------------------------------------------------------------------------------- airways
 
 
@@ -312,6 +424,142 @@ def test_a_flight_with_a_bad_spec_or_timeout_is_denied_without_a_dry_run() -> No
     assert missing.effects == ()
 
 
+@pytest.mark.parametrize("mode", ["standard", "static", "dynamic", "subscription"])
+def test_a_flight_mode_is_admitted_without_an_access_review(mode: str) -> None:
+    flight = flight_object()
+    flight["metadata"]["annotations"] = {"overrides.yoke.cd/mode": mode}
+    outcome = decide_flight(review("CREATE", None, flight))
+    assert allowed(outcome, "successful dryrun validation")
+    [dry_run] = outcome.effects  # no access review: the Flight's author owns its children
+    assert isinstance(dry_run, DryRunFlight)
+    assert dry_run.mode == mode  # the dry run stamps the children as the controller will
+
+
+@pytest.mark.parametrize("value", ["bogus", "", "Static", "static "])
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+def test_an_invalid_flight_mode_is_denied_without_echoing_it(value: str, operation: str) -> None:
+    flight = flight_object("ClusterFlight")
+    flight["metadata"]["annotations"] = {"overrides.yoke.cd/mode": value}
+    outcome = decide_flight(review(operation, flight_object("ClusterFlight"), flight))
+    assert denied(
+        outcome.verdict,
+        "BadRequest",
+        "overrides.yoke.cd/mode must be one of: standard, static, dynamic, subscription",
+    )
+    assert outcome.effects == ()
+
+
+def test_a_flight_being_deleted_is_not_held_to_its_mode() -> None:
+    flight = flight_object()
+    flight["metadata"].update(annotations={"overrides.yoke.cd/mode": "bogus"}, deletionTimestamp="2026-01-01T00:00:00Z")
+    assert decide_flight(review("UPDATE", flight, flight)).verdict.allowed
+
+
+# kubeconfig Secret (deploy to another cluster)
+SECRET = "atc.yoke.cd/kubeconfig-secret"
+KEY = "atc.yoke.cd/kubeconfig-key"
+TARGET_CANNOT_CHANGE = (
+    "atc.yoke.cd/kubeconfig-secret and atc.yoke.cd/kubeconfig-key cannot change: delete the object and create it again"
+)
+
+
+def annotated(obj: Object, **annotations: str) -> Object:
+    obj["metadata"].setdefault("annotations", {}).update(annotations)
+    return obj
+
+
+def skipped(ref: str) -> tuple[str, ...]:
+    return (f"dry run skipped: the resources deploy to the cluster of kubeconfig Secret {ref}",)
+
+
+def test_a_targeted_flight_is_authorized_and_not_dry_run() -> None:
+    flight = annotated(flight_object(), **{SECRET: "kc", KEY: "config"})
+    outcome = decide_flight(review("CREATE", None, flight))
+    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
+    assert outcome.effects == (AuthorizeTargetSecret(USER, "ns", "kc"),)
+
+
+def test_a_targeted_cluster_flight_names_the_secrets_namespace() -> None:
+    flight = annotated(flight_object("ClusterFlight"), **{SECRET: "fleet/kc"})
+    del flight["metadata"]["namespace"]
+    outcome = decide_flight(review("CREATE", None, flight))
+    assert outcome.verdict.warnings == skipped("fleet/kc")
+    assert outcome.effects == (AuthorizeTargetSecret(USER, "fleet", "kc"),)
+
+
+@pytest.mark.parametrize(
+    ("kind", "annotations", "message"),
+    [
+        ("Flight", {KEY: "config"}, f"{KEY} is set without {SECRET}"),
+        ("Flight", {SECRET: "other/kc"}, f"{SECRET} must name a Secret of the object's own namespace"),
+        ("Flight", {SECRET: "Not_A_Name"}, f"{SECRET} is not a valid namespace/name of a Secret"),
+        ("Flight", {SECRET: "kc", KEY: "a/b"}, f"{KEY} is not a valid Secret key"),
+        ("ClusterFlight", {SECRET: "kc"}, f"{SECRET} of a cluster-scoped object must be namespace/name"),
+    ],
+    ids=["key alone", "other namespace", "bad name", "bad key", "cluster without namespace"],
+)
+def test_a_malformed_target_is_denied_without_checks(kind: str, annotations: dict[str, str], message: str) -> None:
+    flight = annotated(flight_object(kind), **annotations)
+    if kind == "ClusterFlight":
+        del flight["metadata"]["namespace"]
+    outcome = decide_flight(review("CREATE", None, flight))
+    assert denied(outcome.verdict, "BadRequest", message)
+    assert "Not_A_Name" not in outcome.verdict.message
+    assert outcome.effects == ()
+    instance = decide_instance(review("CREATE", None, backend(**annotations)), airway_with_flight())
+    if kind == "Flight":
+        assert denied(instance.verdict, "BadRequest", message)
+        assert instance.effects == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({}, {SECRET: "kc"}),
+        ({SECRET: "kc"}, {}),
+        ({SECRET: "kc"}, {SECRET: "kc2"}),
+        ({SECRET: "kc"}, {SECRET: "kc", KEY: "k"}),
+    ],
+    ids=["set", "removed", "renamed", "key added"],
+)
+def test_an_update_may_not_change_the_target(old: dict[str, str], new: dict[str, str]) -> None:
+    flight = decide_flight(review("UPDATE", annotated(flight_object(), **old), annotated(flight_object(), **new)))
+    assert denied(flight.verdict, "BadRequest", TARGET_CANNOT_CHANGE)
+    assert flight.effects == ()
+    instance = decide_instance(review("UPDATE", backend(**old), backend(**new)), airway_with_flight())
+    assert denied(instance.verdict, "BadRequest", TARGET_CANNOT_CHANGE)
+    assert instance.effects == ()
+
+
+def test_an_unrelated_update_of_a_targeted_object_asks_nothing() -> None:
+    old = annotated(flight_object(), **{SECRET: "kc"})
+    new = annotated(flight_object(), **{SECRET: "kc", "team": "blue"})
+    outcome = decide_flight(review("UPDATE", old, new))
+    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
+    assert outcome.effects == ()  # no access review, no dry run
+    instance = decide_instance(
+        review("UPDATE", backend(**{SECRET: "kc"}), backend(**{SECRET: "kc", "team": "blue"})), airway_with_flight()
+    )
+    assert instance.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
+    assert instance.effects == ()
+
+
+def test_an_object_being_deleted_may_change_its_target_but_is_authorized() -> None:
+    old = annotated(flight_object(), **{SECRET: "kc"})
+    new = annotated(flight_object(), **{SECRET: "kc2"})
+    new["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    outcome = decide_flight(review("UPDATE", old, new))
+    assert outcome.verdict.allowed
+    assert outcome.effects == (AuthorizeTargetSecret(USER, "ns", "kc2"),)
+    removed = copy.deepcopy(new)
+    del removed["metadata"]["annotations"][SECRET]
+    outcome = decide_flight(review("UPDATE", old, removed))
+    assert allowed(outcome, "successful dryrun validation")  # as today: no target, so the dry run
+    malformed = annotated(copy.deepcopy(new), **{SECRET: "Bad_Name"})
+    outcome = decide_flight(review("UPDATE", old, malformed))
+    assert outcome.verdict.allowed  # finalizers can always be removed
+
+
 # ----------------------------------------------------------------------------------------------- instances
 def backend(**annotations: str) -> Object:
     return {
@@ -364,3 +612,19 @@ def test_skip_admission_webhook_keeps_only_the_override_check() -> None:
     overriding = decide_instance(review("CREATE", None, backend(**{OVERRIDE_MODE: "static"})), airway)
     assert allowed(overriding, "admission skipped")
     assert overriding.effects == (AuthorizeOverrides(USER),)
+
+
+def test_a_targeted_instance_is_authorized_for_overrides_and_the_secret_but_not_dry_run() -> None:
+    annotations = {SECRET: "kc", OVERRIDE_MODE: "dynamic"}
+    outcome = decide_instance(review("CREATE", None, backend(**annotations)), airway_with_flight())
+    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
+    assert outcome.effects == (AuthorizeOverrides(USER), AuthorizeTargetSecret(USER, "ns", "kc"))
+
+
+def test_a_targeted_instance_with_skip_admission_webhook_is_still_authorized() -> None:
+    airway = airway_with_flight(skipAdmissionWebhook=True)
+    outcome = decide_instance(review("CREATE", None, backend(**{SECRET: "kc"})), airway)
+    assert allowed(outcome, "admission skipped")
+    assert outcome.effects == (AuthorizeTargetSecret(USER, "ns", "kc"),)
+    malformed = decide_instance(review("CREATE", None, backend(**{KEY: "k"})), airway)
+    assert denied(malformed.verdict, "BadRequest", f"{KEY} is set without {SECRET}")

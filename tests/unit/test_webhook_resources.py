@@ -16,17 +16,23 @@ from typing import Any
 import httpx
 import pytest
 from webhook_fakes import (
+    CLUSTER_FLIGHT_HISTORY,
+    FLIGHT_HISTORY,
     RELEASE,
     SECRETS,
     FakeKube,
     airway,
     desired_configmap,
+    desired_flight_child,
+    flight_child,
     instance_metadata,
     live_configmap,
     revision_secret,
 )
 
 from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
+from atc.k8s.crds import CLUSTERFLIGHTS_PATH as CLUSTERFLIGHTS
+from atc.k8s.crds import FLIGHTS_PATH as FLIGHTS
 from atc.k8s.signals import parse_child_changed
 from atc.model.types import Object
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, parse_review
@@ -39,6 +45,7 @@ from atc_webhook.signals import SignalWriter
 from atc_webhook.tls import CertificateReloader
 
 INSTANCES = "/apis/examples.com/v1/backends"
+OVERRIDE_MODE = "overrides.yoke.cd/mode"
 ADMIN = "admin"
 GC = "system:serviceaccount:kube-system:generic-garbage-collector"
 
@@ -79,8 +86,17 @@ class World:
         self.kube = FakeKube()
         self.kube.collections[AIRWAYS] = [airway(mode=mode)]
         self.kube.collections[INSTANCES] = [instance_metadata("inst", "ns", annotations)]
+        # Flight ns/f and ClusterFlight cf, in the mode the instance's override names (standard without one)
+        flight_annotations = {key: value for key, value in annotations.items() if key == OVERRIDE_MODE}
+        self.kube.collections[FLIGHTS] = [instance_metadata("f", "ns", flight_annotations)]
+        self.kube.collections[CLUSTERFLIGHTS] = [instance_metadata("cf", "", flight_annotations)]
+        stamp = "2026-01-01T00:00:00Z"
         self.kube.collections[SECRETS] = [
-            revision_secret("yoke.abc", "ns", RELEASE, [[desired_configmap()]], active_at="2026-01-01T00:00:00Z")
+            revision_secret("yoke.abc", "ns", RELEASE, [[desired_configmap()]], active_at=stamp),
+            revision_secret("yoke.f", "ns", FLIGHT_HISTORY, [[desired_flight_child()]], active_at=stamp),
+            revision_secret(
+                "yoke.cf", "default", CLUSTER_FLIGHT_HISTORY, [[desired_flight_child("ClusterFlight")]], active_at=stamp
+            ),
         ]
         self.caches = WebhookCaches(self.kube)
         self.signals = SignalWriter(self.kube, reporting_instance="pod-1")
@@ -244,6 +260,77 @@ async def test_deletions_are_signalled_and_dry_runs_are_not(world: World) -> Non
 async def test_standard_allows_without_a_signal(world: World) -> None:
     assert (await world.decide(update(edit_data))).allowed
     assert (await world.decide(review("DELETE", live_configmap(), None))).allowed
+    await world.signals.close(5)
+    assert world.signalled() == []
+
+
+# ----------------------------------------------------------------------------------------------- Flights
+def flight_update(kind: str, change: Any, **kwargs: Any) -> Review:
+    old = flight_child(kind)
+    new = copy.deepcopy(old)
+    change(new)
+    return review("UPDATE", old, new, **kwargs)
+
+
+@pytest.mark.parametrize("world", [("standard", {OVERRIDE_MODE: "static"})], indirect=True)
+@pytest.mark.parametrize("kind", ["Flight", "ClusterFlight"])
+async def test_a_static_flight_denies_changing_what_its_flight_set(world: World, kind: str) -> None:
+    # the children name the bare release; the comparison finds the Flight's history all the same
+    assert denied(await world.decide(flight_update(kind, edit_data)), "cannot modify flight sub-resources")
+
+    def harmless(obj: Object) -> None:
+        obj["metadata"]["labels"]["team"] = "blue"
+
+    assert (await world.decide(flight_update(kind, harmless))).allowed
+    assert denied(
+        await world.decide(review("DELETE", flight_child(kind), None)),
+        "cannot delete resources managed by Air-Traffic-Controller",
+    )
+
+
+@pytest.mark.parametrize("world", [("standard", {OVERRIDE_MODE: "dynamic"})], indirect=True)
+async def test_a_dynamic_flight_is_signalled_as_the_involved_object(world: World) -> None:
+    assert (await world.decide(flight_update("Flight", edit_data))).allowed
+    await world.signals.close(5)
+    [event] = world.signalled()
+    path = next(path for path, body in world.kube.posted if body is event)
+    assert path == "/api/v1/namespaces/ns/events"
+    assert event["metadata"]["namespace"] == "ns"
+    assert event["involvedObject"] == {
+        "apiVersion": "yoke.cd/v1alpha1",
+        "kind": "Flight",
+        "name": "f",
+        "namespace": "ns",
+        "uid": "uid-f",
+    }
+    change = parse_child_changed(event)
+    assert change is not None
+    assert (change.instance_key, change.child_ref, change.child_resource_version) == ("ns/f", "ns/ConfigMap:cm", "100")
+
+
+@pytest.mark.parametrize("world", [("standard", {OVERRIDE_MODE: "subscription"})], indirect=True)
+async def test_a_cluster_flights_signal_is_written_to_the_default_namespace(world: World) -> None:
+    assert (await world.decide(review("DELETE", flight_child("ClusterFlight"), None))).allowed
+    await world.signals.close(5)
+    [event] = world.signalled()
+    path = next(path for path, body in world.kube.posted if body is event)
+    assert path == "/api/v1/namespaces/default/events"  # what the API server accepts for a cluster-scoped object
+    assert event["involvedObject"] == {
+        "apiVersion": "yoke.cd/v1alpha1",
+        "kind": "ClusterFlight",
+        "name": "cf",
+        "uid": "uid-cf",
+    }
+    change = parse_child_changed(event)
+    assert change is not None
+    assert (change.instance_key, change.operation) == ("/cf", "DELETE")
+
+
+@pytest.mark.parametrize("kind", ["Flight", "ClusterFlight"])
+async def test_a_standard_flight_allows_without_a_signal(world: World, kind: str) -> None:
+    # the default world: the Flights carry no mode annotation
+    assert (await world.decide(flight_update(kind, edit_data))).allowed
+    assert (await world.decide(review("DELETE", flight_child(kind), None))).allowed
     await world.signals.close(5)
     assert world.signalled() == []
 

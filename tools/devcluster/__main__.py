@@ -2,6 +2,8 @@
 
 ``make cluster-up`` / ``make cluster-down`` call ``up`` / ``down`` with the
 runtime directory ``.local/cluster`` and the kubeconfig ``.local/kubeconfig``.
+``--name NAME`` addresses another cluster, in ``.local/clusters/NAME/`` (kubeconfig
+included), which runs side by side with the main one (e.g. a target cluster).
 """
 
 from __future__ import annotations
@@ -15,29 +17,46 @@ from pathlib import Path
 import flightbuild
 
 from . import build, demo
-from .cluster import Cluster, ClusterError, ClusterState, is_alive, running_state, stop_processes
+from .cluster import (
+    MAIN_CLUSTER,
+    Cluster,
+    ClusterError,
+    ClusterState,
+    cluster_paths,
+    is_alive,
+    running_state,
+    stop_processes,
+)
 
 
-def _up(runtime_dir: Path, kubeconfig: Path, bin_dir: Path) -> int:
+def down_command(name: str) -> str:
+    """How to stop the cluster called ``name``."""
+    if name == MAIN_CLUSTER:
+        return "make cluster-down"
+    return f"PYTHONPATH=tools .venv/bin/python -m devcluster down --name {name}"
+
+
+def _up(runtime_dir: Path, kubeconfig: Path, bin_dir: Path, name: str = MAIN_CLUSTER) -> int:
     state = running_state(runtime_dir)
     if state is not None:
         pids = ", ".join(f"{p.name}={p.pid}" for p in state.processes)
         build.log(f"a cluster is already running from {runtime_dir}: {state.server} ({pids}); reusing it.")
-        build.log("run `make cluster-down` first for a fresh one")
-        _print_usage(state, Path(state.bin_dir))
+        build.log(f"run `{down_command(name)}` first for a fresh one")
+        _print_usage(state, Path(state.bin_dir), name)
         return 0
     leftover = ClusterState.load(runtime_dir)
     if leftover is not None:
         build.log(f"found a dead or partial cluster in {runtime_dir}; stopping what is left of it")
         stop_processes(leftover.processes)
     state = Cluster(runtime_dir, kubeconfig_path=kubeconfig).start(bin_dir)
-    _print_usage(state, Path(state.bin_dir))
+    _print_usage(state, Path(state.bin_dir), name)
     return 0
 
 
-def _print_usage(state: ClusterState, bin_dir: Path) -> None:
+def _print_usage(state: ClusterState, bin_dir: Path, name: str = MAIN_CLUSTER) -> None:
+    called = "" if name == MAIN_CLUSTER else f" {name!r}"
     print(f"""
-The local control plane is up: {state.server}
+The local control plane{called} is up: {state.server}
   kubeconfig: {state.kubeconfig}
   kubectl:    {bin_dir / "kubectl"}   (also linked at .local/bin/kubectl)
   logs:       {Path(state.runtime_dir) / "logs"}
@@ -47,7 +66,7 @@ Try:
   kubectl get nodes,namespaces
   kubectl create deployment web --image=nginx --replicas=2 && kubectl get pods -w
 
-Stop it with `make cluster-down`.""")
+Stop it with `{down_command(name)}`.""")
 
 
 def _demo(runtime_dir: Path) -> int:
@@ -88,13 +107,35 @@ def _link_kubectl(bin_dir: Path, link_dir: Path) -> None:
     link.symlink_to(bin_dir / "kubectl")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--runtime-dir`` and ``--kubeconfig`` default to those of ``--name``
+    (``cluster_paths``). Raises ``ClusterError`` for a bad name or a demo on another cluster."""
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     parser.add_argument("command", choices=("build", "up", "down", "status", "demo", "demo-down"))
-    parser.add_argument("--runtime-dir", type=Path, default=Path(".local/cluster"))
-    parser.add_argument("--kubeconfig", type=Path, default=Path(".local/kubeconfig"))
+    parser.add_argument(
+        "--name",
+        default=MAIN_CLUSTER,
+        help=f"which cluster: {MAIN_CLUSTER!r} (the default) is make cluster-up's, in .local/cluster; "
+        "any other name lives in .local/clusters/NAME",
+    )
+    parser.add_argument("--runtime-dir", type=Path, default=None)
+    parser.add_argument("--kubeconfig", type=Path, default=None)
     parser.add_argument("--bin-link-dir", type=Path, default=Path(".local/bin"))
     args = parser.parse_args(argv)
+    runtime_dir, kubeconfig = cluster_paths(args.name)
+    args.runtime_dir = args.runtime_dir or runtime_dir
+    args.kubeconfig = args.kubeconfig or kubeconfig
+    if args.command in ("demo", "demo-down") and args.name != MAIN_CLUSTER:
+        raise ClusterError(f"the demo runs on the main cluster only, not on {args.name!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ClusterError as exc:
+        build.log(f"error: {exc}")
+        return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop what was started, as on Ctrl-C
     try:
         if args.command in ("build", "up"):
@@ -103,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "build":
                 print(bin_dir)
                 return 0
-            return _up(args.runtime_dir, args.kubeconfig, bin_dir)
+            return _up(args.runtime_dir, args.kubeconfig, bin_dir, args.name)
         if args.command == "down":
-            demo.down()
+            if args.name == MAIN_CLUSTER:
+                demo.down()  # the demo's services run against the main cluster only
             return _down(args.runtime_dir)
         if args.command == "demo-down":
             return demo.down()

@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -101,6 +102,24 @@ spec:
 
 class ClusterError(RuntimeError):
     """The control plane did not come up; the message names the process and shows its log."""
+
+
+MAIN_CLUSTER = "main"  # ``python -m devcluster`` without ``--name``: ``make cluster-up``'s cluster
+_CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+
+
+def cluster_paths(name: str = MAIN_CLUSTER, local_dir: Path = Path(".local")) -> tuple[Path, Path]:
+    """The (runtime directory, kubeconfig) of the cluster called ``name``.
+
+    The main cluster keeps ``.local/cluster`` and ``.local/kubeconfig``; any other name lives in
+    ``.local/clusters/<name>/`` (its kubeconfig there too), so several run side by side.
+    """
+    if not _CLUSTER_NAME.fullmatch(name):
+        raise ClusterError(f"invalid cluster name {name!r}: lowercase letters, digits and '-', at most 40")
+    if name == MAIN_CLUSTER:
+        return local_dir / "cluster", local_dir / "kubeconfig"
+    runtime_dir = local_dir / "clusters" / name
+    return runtime_dir, runtime_dir / "kubeconfig"
 
 
 @dataclass

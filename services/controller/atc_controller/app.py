@@ -37,7 +37,7 @@ from atc.k8s.readiness import CustomReadiness
 from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import parse_ref, split_api_version
 from atc.k8s.signals import SIGNAL_SELECTOR, parse_child_changed
-from atc.model.constants import FIELD_MANAGER_ATC
+from atc.model.constants import API_GROUP, FIELD_MANAGER_ATC
 from atc.model.types import Object
 from atc.release.history import CachedHistory
 from atc.release.takeoff import Cluster
@@ -55,7 +55,9 @@ from .core.probes import ProbeServer
 from .external import ExternalWatches
 from .reconcilers.airway import AirwayReconciler
 from .reconcilers.flight import FlightReconciler
+from .reconcilers.modes import ModeFollowing
 from .settings import ControllerSettings
+from .targets import Target, Targets
 
 log = logging.getLogger("atc.controller")
 READINESS_CONFIGMAPS = "resource.yoke.cd/readiness in (lua,conditions)"
@@ -101,18 +103,26 @@ class Controller:
         modules = module_cache(settings, engine)
         readiness = None if settings.disable_custom_readiness else CustomReadiness()
         manager = Manager(settings.concurrency)
+        local = Target(
+            name="",
+            cluster=Cluster(kube, mapper, engine, readiness, revisions=CachedHistory(kube)),
+            gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
+            child_watches=ChildWatches(kube),
+            external_watches=ExternalWatches(kube, mapper, manager),
+        )
         return ControllerContext(
             settings=settings,
             kube=kube,
             mapper=mapper,
             modules=modules,
-            cluster=Cluster(kube, mapper, engine, readiness, revisions=CachedHistory(kube)),
+            cluster=local.cluster,
             events=EventRecorder(kube, "atc-controller", self.identity),
             manager=manager,
-            gateway=LoopGateway(kube, mapper, asyncio.get_running_loop()),
-            external_watches=ExternalWatches(kube, mapper, manager),
-            child_watches=ChildWatches(kube),
+            gateway=local.gateway,
+            external_watches=local.external_watches,
+            child_watches=local.child_watches,
             flight_defaults=flight_defaults(settings),
+            targets=Targets(local, manager=manager, allowed_servers=settings.target_server_allow_list),
             ca_bundle=self.ca_bundle,
         )
 
@@ -176,18 +186,18 @@ class Controller:
         log.info("leading: starting controllers", extra={"identity": self.identity})
         reflectors = self._reflectors(context)
         airways = AirwayReconciler(context, reflectors["airways"])
+        context.manager.register(airways.controller_name, airways)
+        flights = {kind: FlightReconciler(context, kind, reflectors[kind]) for kind in ("Flight", "ClusterFlight")}
+        for reconciler in flights.values():
+            context.manager.register(reconciler.controller_name, reconciler)
         reflectors["signals"] = Reflector(
             context.kube,
             EVENTS_PATH,
             name="signals",
             label_selector=SIGNAL_SELECTOR,
-            handler=_signal_router(airways),
+            handler=_signal_router(airways, flights),
         )
-        context.manager.register(airways.controller_name, airways)
-        context.child_watches.route_to(_child_router(airways))
-        for kind in ("Flight", "ClusterFlight"):
-            flights = FlightReconciler(context, kind, reflectors[kind])
-            context.manager.register(flights.controller_name, flights)
+        context.targets.route_children_to(_child_router(airways, flights))
         if isinstance(context.cluster.revisions, CachedHistory):
             reflectors["revisions"] = context.cluster.revisions.fresh_reflector()
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{name}") for name, r in reflectors.items()]
@@ -202,6 +212,7 @@ class Controller:
             await airways.stop()
             await context.external_watches.stop()
             await context.child_watches.stop()
+            await context.targets.stop()
             for reflector in reflectors.values():
                 reflector.stop()
             for task in tasks:
@@ -295,7 +306,18 @@ class Controller:
         return self.elector is not None and self.elector.is_leader
 
 
-def _signal_router(airways: AirwayReconciler) -> Callable[[str, Object, Object | None], None]:
+def _mode_follower(
+    airways: AirwayReconciler, flights: dict[str, FlightReconciler], group: str, kind: str
+) -> ModeFollowing | None:
+    """The reconciler of the objects of ``kind`` (an Airway's instances, Flights or ClusterFlights)."""
+    if group == API_GROUP and kind in flights:
+        return flights[kind]
+    return airways.instances_for(group, kind)
+
+
+def _signal_router(
+    airways: AirwayReconciler, flights: dict[str, FlightReconciler]
+) -> Callable[[str, Object, Object | None], None]:
     """Route the webhook's child-changed Events to their instances (docs/design.md, "The Events channel")."""
     started = datetime.datetime.now(datetime.UTC)
 
@@ -304,21 +326,22 @@ def _signal_router(airways: AirwayReconciler) -> Callable[[str, Object, Object |
         if event_type != "ADDED" or change is None or _event_time(event) < started - SIGNAL_REPLAY_WINDOW:
             return  # old signals: everything is reconciled after a start anyway
         group, _ = split_api_version(change.instance_api_version)
-        reconciler = airways.instances_for(group, change.instance_kind)
+        reconciler = _mode_follower(airways, flights, group, change.instance_kind)
         if reconciler is not None:
-            reconciler.child_changed(change.instance_key, change.child_ref, change.child_resource_version)
+            key = reconciler.key_for(change.instance_namespace, change.instance_name)
+            reconciler.child_changed(key, change.child_ref, change.child_resource_version)
 
     return handle
 
 
-def _child_router(airways: AirwayReconciler) -> Callable[[ChildChange], None]:
-    """Route a change the child watches saw to the instance its ``instanceRef`` names."""
+def _child_router(airways: AirwayReconciler, flights: dict[str, FlightReconciler]) -> Callable[[ChildChange], None]:
+    """Route a change the child watches saw (in any target) to the object its ``instanceRef`` names."""
 
     def handle(change: ChildChange) -> None:
         instance = parse_ref(change.instance_ref)
-        reconciler = airways.instances_for(instance.group, instance.kind)
+        reconciler = _mode_follower(airways, flights, instance.group, instance.kind)
         if reconciler is not None:
-            reconciler.child_drifted(f"{instance.namespace}/{instance.name}", change)
+            reconciler.child_drifted(reconciler.key_for(instance.namespace, instance.name), change)
 
     return handle
 

@@ -9,8 +9,10 @@ resource, a metadata-only watch of every object of that resource labelled
 (its ``instanceRef`` annotation), whether it was a deletion, whether it changed more than status,
 and whether the last write was the controller's own apply. The instance reconciler decides what
 each mode does with it (``InstanceReconciler.child_drifted``): the webhook's Events remain the fast
-path, these watches are the level-triggered net under it. Started by ``app``; the instance
-reconciler calls ``follow`` after each takeoff of a non-standard instance.
+path, these watches are the level-triggered net under it. One ``ChildWatches`` per cluster releases
+live in (``atc_controller.targets``: this one, and each workload cluster, where no webhook of ours sees
+writes at all); the instance and Flight reconcilers call ``follow`` after each takeoff of a
+non-standard object.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def child_change(event_type: EventType, obj: Object, old: Object | None) -> Chil
     meta = obj["metadata"]
     instance_ref = meta["annotations"][ANNOTATION_INSTANCE_REF]
     if not instance_ref or event_type not in ("MODIFIED", "DELETED") or old is None:
-        return None  # a Flight's child, an object appearing (our own apply), or the initial list
+        return None  # a standard Flight's child, an object appearing (our own apply), or the initial list
     old_meta = old["metadata"]
     generation = meta.get("generation")
     spec_changed = (

@@ -17,6 +17,7 @@ from .children import ChildWatches
 from .core.controller import Manager
 from .external import ExternalWatches
 from .settings import ControllerSettings
+from .targets import Targets
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ControllerContext:
     external_watches: ExternalWatches
     child_watches: ChildWatches
     flight_defaults: FlightDefaults
+    targets: Targets
     ca_bundle: bytes = b""
 
     def observe_takeoff(self, result: TakeoffResult) -> None:

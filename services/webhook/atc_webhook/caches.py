@@ -7,6 +7,10 @@
   and go. An instance's effective mode is its valid ``overrides.yoke.cd/mode`` annotation, else the
   Airway's ``spec.mode``, else ``standard`` (only name, namespace, uid, resourceVersion and that
   annotation are kept: ``slim_instance``);
+- **Flights and ClusterFlights**: the same metadata, from one metadata-only reflector each. A Flight's
+  mode is its valid ``overrides.yoke.cd/mode`` annotation, else ``standard``; ``instance`` resolves
+  ``<ns>/Flight.yoke.cd:<name>`` and ``/ClusterFlight.yoke.cd:<name>`` like an instance ref, with the
+  kind's identity (``FLIGHT_KINDS``) in place of an Airway's;
 - **revision Secrets** (label ``internal.yoke/kind=revision``), indexed by namespace and release label,
   kept as identity, release label, the two time stamps and the resources (``slim_revision``), decoded
   lazily and memoized per resourceVersion, so ``active_stages`` and ``desired_object`` are
@@ -15,9 +19,10 @@
 ``synced()`` is the readiness condition: every cache listed once (an Airway whose CRD is not served
 yet counts as synced with no instances, and its reflector retries every few seconds; an Airway update,
 such as the controller marking it Ready, retries at once; the same holds for Airways before the
-controller installed their CRD; an Airway whose instances the webhook's RBAC may not list counts as
-synced too, and its reflector keeps retrying and logging the 403). The routers read the caches through
-``airway``, ``instance`` and ``desired_object`` before they decide.
+controller installed their CRD, and for Flights and ClusterFlights; an Airway whose instances the
+webhook's RBAC may not list counts as synced too, as do Flights the RBAC may not list, and their
+reflectors keep retrying and logging the 403). The routers read the caches through ``airway``,
+``instance`` and ``desired_object`` before they decide.
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ import time
 from dataclasses import dataclass, field
 
 from atc.k8s.client import KubeClient, KubeError
-from atc.k8s.crds import AIRWAYS_PATH
+from atc.k8s.crds import AIRWAYS_PATH, VERSION
 from atc.k8s.reflector import EventType, Reflector
 from atc.k8s.refs import group_kind, parse_ref
 from atc.model.airway_template import storage_version
-from atc.model.constants import ANNOTATION_OVERRIDE_MODE
+from atc.model.constants import ANNOTATION_OVERRIDE_MODE, API_GROUP
 from atc.model.specs import MODES, Mode
 from atc.model.types import Object
 from atc.release.revisions import (
@@ -47,7 +52,9 @@ from atc.release.revisions import (
     ReleaseError,
     Stages,
     decode_stages,
+    flight_release_prefix,
     parse_rfc3339,
+    release_namespace,
     sha1_hex,
 )
 
@@ -80,7 +87,11 @@ def effective_mode(annotations: dict[str, str], airway_mode: str) -> Mode:
 # ----------------------------------------------------------------------------------------------- airways
 @dataclass(frozen=True)
 class AirwayInfo:
-    """What admission needs from an Airway: its CRD's identity at the storage version, and its mode."""
+    """What admission needs from an Airway: its CRD's identity at the storage version, and its mode.
+
+    ``FLIGHT_KINDS`` holds the same identity for Flight and ClusterFlight (mode ``standard``: a Flight
+    has no Airway, only its own annotation).
+    """
 
     name: str
     group: str
@@ -123,15 +134,43 @@ class AirwayInfo:
         return info if info.group and info.kind and info.plural and info.version else None
 
 
+FLIGHT_KINDS: dict[str, AirwayInfo] = {
+    info.group_kind: info
+    for info in (
+        AirwayInfo(f"flights.{API_GROUP}", API_GROUP, "Flight", "flights", VERSION, True, "standard"),
+        AirwayInfo(
+            f"clusterflights.{API_GROUP}", API_GROUP, "ClusterFlight", "clusterflights", VERSION, False, "standard"
+        ),
+    )
+}
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
-    """A cached instance of an Airway's CRD, with its effective mode."""
+    """A cached instance of an Airway's CRD, or a Flight or ClusterFlight, with its effective mode."""
 
     airway: AirwayInfo
     namespace: str
     name: str
     uid: str
     mode: Mode
+
+    @property
+    def is_flight(self) -> bool:
+        return FLIGHT_KINDS.get(self.airway.group_kind) == self.airway
+
+    @property
+    def history(self) -> tuple[str, str] | None:
+        """(release, namespace) its revisions are stored under, when its children's annotations do not say it.
+
+        A Flight's children carry the bare name in ``instance.atc.yoke.cd/release`` while its history is
+        ``<namespace>/<Kind>.yoke.cd:<name>`` (``atc.release.flight_request.flight_release``); an
+        instance's children carry the history name itself (None).
+        """
+        if not self.is_flight:
+            return None
+        release = flight_release_prefix(self.airway.kind, self.namespace) + self.name
+        return release, release_namespace(self.namespace)
 
 
 def _settled(reflector: Reflector) -> bool:
@@ -283,6 +322,18 @@ class WebhookCaches:
         self._airway_reflector = Reflector(
             kube, AIRWAYS_PATH, name="airways", handler=self._on_airway, retry_max_seconds=crd_retry_max_seconds
         )
+        self._flight_reflectors = {
+            group_kind_text: Reflector(
+                kube,
+                info.collection_path,
+                name=info.plural,
+                handler=_ignore,
+                metadata_only=True,
+                transform=slim_instance,
+                retry_max_seconds=crd_retry_max_seconds,
+            )
+            for group_kind_text, info in FLIGHT_KINDS.items()
+        }
         self._revision_reflector = Reflector(
             kube,
             SECRETS_PATH,
@@ -303,6 +354,7 @@ class WebhookCaches:
             self._synced = (
                 _settled(self._airway_reflector)
                 and self._revision_reflector.synced.is_set()
+                and all(_settled(reflector) for reflector in self._flight_reflectors.values())
                 and all(_settled(watch.reflector) for watch in self._instances.values())
             )
         return self._synced
@@ -325,8 +377,15 @@ class WebhookCaches:
         return self._airways.get(name) if name is not None else None
 
     def instance(self, ref: str) -> InstanceInfo | None:
-        """The instance a resource ref (``<ns>/<Kind.group>:<name>``) names, if its Airway and it are cached."""
+        """The instance a resource ref (``<ns>/<Kind.group>:<name>``) names, if its Airway and it are cached.
+
+        A Flight or ClusterFlight ref (``resource_ref`` of the Flight) is resolved from the Flight caches;
+        its mode is its own annotation, else ``standard``.
+        """
         parsed = parse_ref(ref)
+        flights = self._flight_reflectors.get(parsed.group_kind)
+        if flights is not None:
+            return self._flight(parsed.group_kind, flights.get(parsed.namespace, parsed.name))
         airway = self.airway_for(parsed.group_kind)
         watch = self._instances.get(airway.name) if airway is not None else None
         if airway is None or watch is None:
@@ -337,6 +396,16 @@ class WebhookCaches:
         meta = _metadata(obj)
         mode = effective_mode(meta.get("annotations") or {}, airway.mode)
         return InstanceInfo(airway, parsed.namespace, parsed.name, str(meta.get("uid", "")), mode)
+
+    @staticmethod
+    def _flight(group_kind_text: str, obj: Object | None) -> InstanceInfo | None:
+        if obj is None:
+            return None
+        info = FLIGHT_KINDS[group_kind_text]
+        meta = _metadata(obj)
+        mode = effective_mode(meta.get("annotations") or {}, info.mode)
+        namespace = str(meta.get("namespace") or "") if info.namespaced else ""
+        return InstanceInfo(info, namespace, str(meta.get("name", "")), str(meta.get("uid", "")), mode)
 
     def desired_object(self, release: str, namespace: str, api_version: str, kind: str, name: str) -> Object | None:
         """The object with this apiVersion, kind and name in the release's active revision."""
@@ -350,7 +419,13 @@ class WebhookCaches:
 
     def sizes(self) -> dict[str, int]:
         instances = sum(len(watch.reflector) for watch in self._instances.values())
-        return {"airways": len(self._airways), "instances": instances, "revisions": len(self.revisions)}
+        flights = sum(len(reflector) for reflector in self._flight_reflectors.values())
+        return {
+            "airways": len(self._airways),
+            "instances": instances,
+            "flights": flights,
+            "revisions": len(self.revisions),
+        }
 
     # --- airways and their instance reflectors ------------------------------------------------------------------
 
@@ -402,6 +477,10 @@ class WebhookCaches:
         tasks = [
             asyncio.create_task(self._airway_reflector.run(), name="reflector airways"),
             asyncio.create_task(self._revision_reflector.run(), name="reflector revisions"),
+            *(
+                asyncio.create_task(reflector.run(), name=f"reflector {reflector.name}")
+                for reflector in self._flight_reflectors.values()
+            ),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -414,4 +493,4 @@ class WebhookCaches:
 
 
 def _ignore(event_type: EventType, obj: Object, old: Object | None) -> None:
-    """Instance reflectors only keep the cache; nothing reacts to their events."""
+    """Instance and Flight reflectors only keep the cache; nothing reacts to their events."""

@@ -7,22 +7,27 @@ look the facts up beforehand, call a ``decide_*`` function, then perform its eff
 
 Effects:
 - ``SubmitSignal(change)``: queue a child-changed Event; it never changes the verdict;
-- the checks (``Check``): ``AuthorizeOverrides``, ``ValidateAirwayModules``, ``DryRunCrd``,
-  ``DryRunFlight``, ``DryRunInstance``. ``atc_webhook.validation.run_check`` performs one; the first
-  check that denies is the answer and the checks after it are not run; when none denies, the
-  outcome's verdict is the answer.
+- the checks (``Check``): ``AuthorizeOverrides``, ``AuthorizeTargetSecret``, ``ValidateAirwayModules``,
+  ``DryRunCrd``, ``DryRunFlight``, ``DryRunInstance``. ``atc_webhook.validation.run_check`` performs
+  one; the first check that denies is the answer and the checks after it are not run; when none
+  denies, the outcome's verdict is the answer.
 
 Decisions:
 - ``decide_child_change(review, facts)``: ``/validations/resources``; ``child_lookup(review)`` and
-  ``desired_key(lookup, instance)`` say which cache entries ``facts`` must hold;
+  ``desired_key(lookup, instance)`` say which cache entries ``facts`` must hold; the instance a
+  child names may be a Flight or ClusterFlight (its mode is its own annotation);
 - ``decide_airway(review)``, ``decide_flight(review)``, ``decide_instance(review, airway)``: the Airway,
-  Flight and per-Airway instance webhooks.
+  Flight and per-Airway instance webhooks. Flights and instances may name a kubeconfig Secret
+  (``atc.model.target``, ``target_rules``): it must be well-formed, cannot change, the requesting
+  user must be able to read it (``AuthorizeTargetSecret``, asked when it is set on CREATE or
+  changes), and their dry-run takeoff is skipped with a warning (the resources go to a cluster the
+  webhook does not reach).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from pydantic import ValidationError
@@ -38,12 +43,20 @@ from atc.model.constants import (
     ANNOTATION_RELEASE_NAMESPACE,
 )
 from atc.model.gocompat import DurationError
-from atc.model.specs import AirwaySpec, FlightSpec
+from atc.model.specs import MODES, AirwaySpec, FlightSpec, Mode
+from atc.model.target import (
+    ANNOTATION_KUBECONFIG_KEY,
+    ANNOTATION_KUBECONFIG_SECRET,
+    TargetRef,
+    TargetRefError,
+    target_annotations,
+    target_ref,
+)
 from atc.model.types import Object
 from atc.release.invocation import timeout_seconds
 
-from .admission import Review, Verdict, allow, deny
-from .caches import InstanceInfo
+from .admission import VALIDATION_PASSED, Review, Verdict, allow, deny
+from .caches import InstanceInfo, effective_mode
 from .comparison import annotations_message, annotations_of, changed_yoke_annotations, is_noop_update, modifies_desired
 
 KUBE_SYSTEM_SERVICE_ACCOUNTS = "system:serviceaccount:kube-system:"
@@ -52,6 +65,11 @@ CANNOT_MODIFY = "cannot modify flight sub-resources"
 SIGNALLING_MODES = frozenset({"dynamic", "subscription"})
 FLIGHT_DRY_RUN_PASSED = "successful dryrun validation"
 ADMISSION_SKIPPED = "admission skipped"
+INVALID_FLIGHT_MODE = f"{ANNOTATION_OVERRIDE_MODE} must be one of: {', '.join(MODES)}"
+TARGET_CANNOT_CHANGE = (
+    f"{ANNOTATION_KUBECONFIG_SECRET} and {ANNOTATION_KUBECONFIG_KEY} cannot change: "
+    "delete the object and create it again"
+)
 
 EffectT = TypeVar("EffectT")
 
@@ -80,6 +98,15 @@ class AuthorizeOverrides:
 
 
 @dataclass(frozen=True)
+class AuthorizeTargetSecret:
+    """A SubjectAccessReview: may ``user`` get the kubeconfig Secret ``namespace/name``? If not, deny Forbidden."""
+
+    user: Object
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
 class ValidateAirwayModules:
     """Fetch and verify the Airway's flight and converter modules; deny Invalid if one is unusable."""
 
@@ -95,12 +122,17 @@ class DryRunCrd:
 
 @dataclass(frozen=True)
 class DryRunFlight:
-    """Load the Flight's module and dry-run its takeoff; deny with the reason if either fails."""
+    """Load the Flight's module and dry-run its takeoff; deny with the reason if either fails.
+
+    ``mode`` is the Flight's: outside ``standard`` the children carry its ``instanceRef``, as the
+    controller's takeoff stamps them.
+    """
 
     flight: Object
     kind: str
     spec: FlightSpec
     timeout: float | None
+    mode: Mode = "standard"
 
 
 @dataclass(frozen=True)
@@ -112,7 +144,7 @@ class DryRunInstance:
     instance: Object
 
 
-Check = AuthorizeOverrides | ValidateAirwayModules | DryRunCrd | DryRunFlight | DryRunInstance
+Check = AuthorizeOverrides | AuthorizeTargetSecret | ValidateAirwayModules | DryRunCrd | DryRunFlight | DryRunInstance
 
 
 # ----------------------------------------------------------------------------------------------- children
@@ -187,10 +219,18 @@ def child_lookup(review: Review) -> ChildLookup | None:
 
 
 def desired_key(lookup: ChildLookup, instance: InstanceInfo | None) -> DesiredKey | None:
-    """The desired object to look up once the instance is known: only static mode compares with it."""
-    if instance is None or instance.mode != "static":
+    """The desired object to look up once the instance is known: only static mode compares with it.
+
+    A Flight's children name its bare name as their release; its revisions are under its history name
+    (``InstanceInfo.history``), so the key follows the Flight itself.
+    """
+    if instance is None or instance.mode != "static" or lookup.desired is None:
         return None
-    return lookup.desired
+    history = instance.history
+    if history is None:
+        return lookup.desired
+    release, namespace = history
+    return replace(lookup.desired, release=release, release_namespace=namespace)
 
 
 def decide_child_change(review: Review, facts: ChildFacts) -> Outcome[SubmitSignal]:
@@ -263,9 +303,69 @@ def spec_problem(exc: ValueError) -> str:
     return "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'spec'}: {e['msg']}" for e in problems[:5])
 
 
+# ----------------------------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Target:
+    """What the kubeconfig Secret annotations decide: a denial, else the Secret (None: this cluster) and checks."""
+
+    denial: Verdict | None = None
+    ref: TargetRef | None = None
+    checks: tuple[Check, ...] = ()
+
+    def skipped_dry_run(self, verdict: Verdict) -> Verdict:
+        """``verdict`` with the warning that the dry run was not made (the resources go elsewhere)."""
+        warning = f"dry run skipped: the resources deploy to the cluster of kubeconfig Secret {self.ref}"
+        return replace(verdict, warnings=(*verdict.warnings, warning))
+
+
+def target_rules(review: Review) -> Target:
+    """The kubeconfig Secret rules of the instance and Flight webhooks (docs/webhook.md).
+
+    - a malformed reference is denied BadRequest with ``TargetRefError``'s message (it names the
+      annotation, never its value);
+    - an UPDATE may not change either annotation, unless the object is being deleted;
+    - when the annotations are set on CREATE, or change, the user must be able to get the Secret
+      (``AuthorizeTargetSecret``): naming a Secret makes the controller read it on the user's behalf.
+      An unrelated UPDATE asks nothing.
+
+    An object being deleted with a malformed reference is admitted as if it had none, so that
+    removing its finalizers never depends on it.
+    """
+    new = review.object or {}
+    deleting = _being_deleted(new)
+    changed = review.operation == "UPDATE" and target_annotations(review.old_object) != target_annotations(new)
+    try:
+        ref = target_ref(new)
+    except TargetRefError as exc:
+        return Target() if deleting else Target(deny("BadRequest", str(exc)))
+    if changed and not deleting:
+        return Target(deny("BadRequest", TARGET_CANNOT_CHANGE))
+    if ref is None or not (review.operation == "CREATE" or changed):
+        return Target(ref=ref)
+    user = review.request.get("userInfo") or {}
+    return Target(ref=ref, checks=(AuthorizeTargetSecret(user, ref.namespace, ref.name),))
+
+
 # ----------------------------------------------------------------------------------------------- flights
+def flight_mode_problem(flight: Object) -> str:
+    """Why the Flight's ``overrides.yoke.cd/mode`` is not usable ("" when it is absent or valid).
+
+    The message names the annotation and the modes, never the value (untrusted; docs/security.md).
+    """
+    annotations = annotations_of(flight)
+    if ANNOTATION_OVERRIDE_MODE not in annotations or annotations[ANNOTATION_OVERRIDE_MODE] in MODES:
+        return ""
+    return INVALID_FLIGHT_MODE
+
+
 def decide_flight(review: Review) -> Outcome[Check]:
-    """``/validations/flights.yoke.cd``: the spec and its timeout parse, then a dry-run takeoff."""
+    """``/validations/flights.yoke.cd``: the spec and its timeout parse, the mode annotation is valid, the
+    kubeconfig Secret rules (``target_rules``) hold, then a dry-run takeoff (skipped, with a warning, for a
+    Flight that deploys to another cluster).
+
+    A Flight's mode needs no SubjectAccessReview: whoever may write the Flight owns its children. A
+    Flight being deleted is not held to its mode annotation, so its finalizers can always be removed.
+    """
     flight = review.object or {}
     kind = str(flight.get("kind", "Flight"))
     try:
@@ -275,7 +375,16 @@ def decide_flight(review: Review) -> Outcome[Check]:
         return Outcome(deny("BadRequest", f"invalid flight spec: {spec_problem(exc)}"))
     except (ValueError, DurationError) as exc:  # yoke's duration messages
         return Outcome(deny("BadRequest", str(exc)))
-    return Outcome(allow(FLIGHT_DRY_RUN_PASSED), (DryRunFlight(flight, kind, spec, timeout),))
+    mode_problem = "" if _being_deleted(flight) else flight_mode_problem(flight)
+    if mode_problem:
+        return Outcome(deny("BadRequest", mode_problem))
+    targeted = target_rules(review)
+    if targeted.denial is not None:
+        return Outcome(targeted.denial)
+    if targeted.ref is not None:
+        return Outcome(targeted.skipped_dry_run(allow(VALIDATION_PASSED)), targeted.checks)
+    mode = effective_mode(annotations_of(flight), "standard")
+    return Outcome(allow(FLIGHT_DRY_RUN_PASSED), (DryRunFlight(flight, kind, spec, timeout, mode),))
 
 
 # ----------------------------------------------------------------------------------------------- instances
@@ -294,15 +403,23 @@ def overrides_changed(review: Review) -> bool:
 
 
 def decide_instance(review: Review, airway: Object) -> Outcome[Check]:
-    """``/validations/{airway}``: override annotations need Airway update rights, then a dry-run takeoff.
+    """``/validations/{airway}``: the kubeconfig Secret rules (``target_rules``), override annotations need
+    Airway update rights, then a dry-run takeoff.
 
     ``airway`` is the cached Airway the instance belongs to; with ``skipAdmissionWebhook`` only the
-    override check is made.
+    access checks are made; an instance that deploys to another cluster is not dry-run (a warning
+    says so).
     """
+    targeted = target_rules(review)
+    if targeted.denial is not None:
+        return Outcome(targeted.denial)
     checks: tuple[Check, ...] = ()
     if overrides_changed(review):
         checks = (AuthorizeOverrides(review.request.get("userInfo") or {}),)
+    checks = (*checks, *targeted.checks)
     spec = AirwaySpec.model_validate(airway["spec"])
     if spec.skip_admission_webhook:
         return Outcome(allow(ADMISSION_SKIPPED), checks)
+    if targeted.ref is not None:
+        return Outcome(targeted.skipped_dry_run(allow()), checks)
     return Outcome(allow(), (*checks, DryRunInstance(airway, spec, review.object or {})))

@@ -2,6 +2,8 @@
 
 ``run_check(services, check)`` performs one check and returns its denial, or None when it passes:
 - ``AuthorizeOverrides``: a SubjectAccessReview for updating Airways (a failed review is HTTP 500);
+- ``AuthorizeTargetSecret``: a SubjectAccessReview for getting the kubeconfig Secret an instance or a
+  Flight names (``atc.yoke.cd/kubeconfig-secret``; a failed review is HTTP 500);
 - ``ValidateAirwayModules``: the Airway's flight and converter modules are fetched and verified, not
   compiled (the compiles go on in the background, so the first instance's dry run finds them ready);
 - ``DryRunCrd``: a server-side dry-run apply of the Airway's CRD;
@@ -23,6 +25,7 @@ from atc.k8s.client import KubeError
 from atc.k8s.gateway import LoopGateway
 from atc.model.constants import FIELD_MANAGER_APPLY
 from atc.model.gocompat import DurationError
+from atc.model.target import ANNOTATION_KUBECONFIG_SECRET
 from atc.model.types import Object
 from atc.release.flight_request import flight_takeoff_request
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
@@ -34,6 +37,7 @@ from .admission import AdmissionHTTPError, Verdict, deny
 from .context import FlightServices
 from .decisions import (
     AuthorizeOverrides,
+    AuthorizeTargetSecret,
     Check,
     DryRunCrd,
     DryRunFlight,
@@ -46,6 +50,7 @@ DRY_RUN_FAILED = (
     "Either the inputs are invalid or the package implementation has errors"
 )
 OVERRIDE_FORBIDDEN = "user does not have permissions to create or update override annotations"
+AIRWAY_UPDATE = {"verb": "update", "group": "yoke.cd", "version": "v1alpha1", "resource": "airways"}
 # How long a dry run waits for its module to compile: the API server gives an instance's webhook
 # 10 s and the Flight webhook 30 s (atc.model.webhook_configs), and the dry run itself needs some of that.
 INSTANCE_MODULE_WAIT_SECONDS = 7.0
@@ -57,6 +62,8 @@ async def run_check(services: FlightServices, check: Check) -> Verdict | None:
     match check:
         case AuthorizeOverrides():
             return await authorize_overrides(services, check)
+        case AuthorizeTargetSecret():
+            return await authorize_target_secret(services, check)
         case ValidateAirwayModules():
             return await validate_airway_modules(services, check)
         case DryRunCrd():
@@ -69,7 +76,7 @@ async def run_check(services: FlightServices, check: Check) -> Verdict | None:
             assert_never(check)
 
 
-# ----------------------------------------------------------------------------------------------- overrides
+# ----------------------------------------------------------------------------------------------- access
 async def authorize_overrides(services: FlightServices, check: AuthorizeOverrides) -> Verdict | None:
     """Deny Forbidden unless the user may update Airways (the permission the override annotations require)."""
     if await may_update_airways(services, check.user):
@@ -79,6 +86,34 @@ async def authorize_overrides(services: FlightServices, check: AuthorizeOverride
 
 async def may_update_airways(services: FlightServices, user: Object) -> bool:
     """The SubjectAccessReview's answer; a review that cannot be made is HTTP 500."""
+    return await may(services, user, AIRWAY_UPDATE)
+
+
+async def authorize_target_secret(services: FlightServices, check: AuthorizeTargetSecret) -> Verdict | None:
+    """Deny Forbidden unless the user may get the kubeconfig Secret (the controller reads it for them).
+
+    The namespace and name were validated as DNS names (``atc.model.target``), so they may be echoed.
+    """
+    attributes = {
+        "verb": "get",
+        "group": "",
+        "version": "v1",
+        "resource": "secrets",
+        "namespace": check.namespace,
+        "name": check.name,
+    }
+    if await may(services, check.user, attributes):
+        return None
+    return deny("Forbidden", target_forbidden(check.namespace, check.name))
+
+
+def target_forbidden(namespace: str, name: str) -> str:
+    return f"user may not read the kubeconfig Secret {namespace}/{name} that {ANNOTATION_KUBECONFIG_SECRET} names"
+
+
+async def may(services: FlightServices, user: Object, attributes: Object) -> bool:
+    """Whether ``user`` (an AdmissionRequest's ``userInfo``) may do what ``attributes`` say: a
+    SubjectAccessReview; a review that cannot be made is HTTP 500."""
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
@@ -86,7 +121,7 @@ async def may_update_airways(services: FlightServices, user: Object) -> bool:
             "user": user.get("username", ""),
             "uid": user.get("uid", ""),
             "groups": user.get("groups") or [],
-            "resourceAttributes": {"verb": "update", "group": "yoke.cd", "version": "v1alpha1", "resource": "airways"},
+            "resourceAttributes": attributes,
         },
     }
     try:
@@ -174,6 +209,7 @@ async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdi
         defaults=services.defaults,
         gateway=_gateway(services),
         dry_run=True,
+        mode=check.mode,
     )
     try:
         result = await takeoff(services.cluster, request)

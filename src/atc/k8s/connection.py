@@ -261,11 +261,22 @@ def _json_default(value: object) -> str:
 class Transport:
     """Requests to one ``Endpoint`` over one aiohttp session; ``call_api`` takes kubernetes-asyncio's arguments."""
 
-    def __init__(self, endpoint: Endpoint, *, user_agent: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        user_agent: str,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
+        follow_redirects: bool = True,
+    ) -> None:
+        """``trust_env=False`` ignores proxy variables and ``~/.netrc``; ``follow_redirects=False`` returns a
+        3xx as it is. ``atc.k8s.remote`` turns both off for other clusters' kubeconfigs."""
         self.configuration = endpoint  # ``configuration.host``, as on kubernetes-asyncio's ApiClient
         self.default_headers = {**(headers or {}), "User-Agent": user_agent}
+        self._follow_redirects = follow_redirects
         connector = aiohttp.TCPConnector(limit=CONNECTION_POOL_SIZE, ssl=endpoint.ssl_context())
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=True, read_bufsize=READ_BUFFER_BYTES)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=trust_env, read_bufsize=READ_BUFFER_BYTES)
 
     async def close(self) -> None:
         await self._session.close()
@@ -314,4 +325,5 @@ class Transport:
             timeout=timeout,
             proxy=endpoint.proxy,
             server_hostname=endpoint.tls_server_name,
+            allow_redirects=self._follow_redirects,
         )

@@ -4,7 +4,7 @@
 Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CRD, yoke.cd
 kinds), then airway instances (an ownerReference to an Airway), then the
 custom rules of ``CustomReadiness``, and otherwise reports ready (docs/controller.md,
-"The reconcile loop to read first", step 4). Used by the instance and Flight
+"The reconcile loop to read first", step 5). Used by the instance and Flight
 reconcilers after a takeoff, and when waiting for a CRD.
 
 ``CustomReadiness`` holds the rules of ConfigMaps labelled

@@ -12,7 +12,8 @@ Event *regarding the instance*:
 - ``metadata.annotations``: ``atc.yoke.cd/child-ref`` (resource ref of the child, ``<ns>/<Kind.group>:<name>``),
   ``atc.yoke.cd/child-resource-version`` (the child's resourceVersion *before* the admitted change) and
   ``atc.yoke.cd/operation`` (``UPDATE`` or ``DELETE``);
-- ``involvedObject``: apiVersion (the Airway's storage version), kind, name, namespace and uid of the instance;
+- ``involvedObject``: apiVersion (the Airway's storage version, or ``yoke.cd/v1alpha1`` for a Flight or
+  ClusterFlight), kind, name, namespace and uid of the instance;
 - ``reason: SubresourceChanged``, ``type: Normal``, ``message: <operation> of <child ref> by <username>``,
   ``source.component`` and ``reportingComponent``: ``atc-webhook``.
 

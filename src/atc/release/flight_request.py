@@ -9,9 +9,10 @@ controller's Flight reconciler (a real takeoff) and the webhook's ``/validations
 
 from __future__ import annotations
 
-from atc.k8s.access import ClusterAccess, ClusterGateway
-from atc.model.constants import MANAGED_BY_ATC
-from atc.model.specs import FlightSpec
+from atc.k8s.access import ClusterAccess, ClusterGateway, LookupTracker
+from atc.k8s.refs import resource_ref
+from atc.model.constants import ANNOTATION_INSTANCE_REF, MANAGED_BY_ATC
+from atc.model.specs import FlightSpec, Mode
 from atc.model.types import Object
 from atc.release.instance_request import allows_privileged
 from atc.release.invocation import FlightDefaults
@@ -59,8 +60,15 @@ def flight_takeoff_request(
     defaults: FlightDefaults,
     gateway: ClusterGateway | None,
     dry_run: bool = False,
+    tracker: LookupTracker | None = None,
+    mode: Mode = "standard",
+    reapply_refs: frozenset[str] = frozenset(),
 ) -> TakeoffRequest:
-    """The takeoff of ``flight`` with ``module``; ``timeout`` is ``timeout_seconds(spec.timeout)``."""
+    """The takeoff of ``flight`` with ``module``; ``timeout`` is ``timeout_seconds(spec.timeout)``.
+
+    In a mode other than ``standard`` the children carry the Flight's ``instanceRef`` annotation, as
+    an instance's children do, so the modes find the Flight from a child (docs/flight-modes.md).
+    """
     release, bare, namespace = flight_release(flight, kind)
     meta = flight.get("metadata") or {}
     owner = {"apiVersion": flight.get("apiVersion", ""), "kind": kind, "name": bare, "uid": meta.get("uid", "")}
@@ -76,13 +84,22 @@ def flight_takeoff_request(
         max_memory_mib=defaults.memory_for(spec.max_memory_mib),
         stdout_limit=defaults.stdout_limit,
         yoke_version=defaults.yoke_version,
-        access=ClusterAccess(spec.cluster_access, bare, namespace, tuple(spec.resource_access_matchers), gateway),
+        access=ClusterAccess(
+            spec.cluster_access,
+            bare,
+            namespace,
+            tuple(spec.resource_access_matchers),
+            gateway,
+            tracker or LookupTracker(),
+        ),
         managed_by=MANAGED_BY_ATC,
+        extra_annotations={} if mode == "standard" else {ANNOTATION_INSTANCE_REF: resource_ref(flight)},
         owner_references=[owner],
         cross_namespace=kind == "ClusterFlight",
         history_cap=spec.history_cap,
         prune=PruneOptions(spec.prune.crds, spec.prune.namespaces),
         reapply_unchanged=spec.fix_drift_seconds > 0,
         dry_run=dry_run,
+        reapply_refs=reapply_refs,
         privileged_refused=flight_refusal(flight, kind),
     )

@@ -10,7 +10,7 @@ foreground; each stage waits until its deleted objects are gone.
 ``mayday`` prunes everything of the active revision (and of a pending one a crash left) and deletes
 the history.
 Callers: the takeoff pipeline and the instance and Flight deletion flows (docs/controller.md,
-"The reconcile loop to read first", steps 2 and 3).
+"The reconcile loop to read first", steps 3 and 4).
 """
 
 from __future__ import annotations

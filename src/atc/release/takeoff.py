@@ -5,7 +5,7 @@ parent object aside (its status is the reconciler's business), stamps yoke's
 metadata on every child, enforces the namespace rules, then applies stage by
 stage with readiness waits between stages, records a revision Secret in
 yoke's format, prunes what disappeared and caps the history (docs/controller.md,
-"The reconcile loop to read first", step 3).
+"The reconcile loop to read first", step 4).
 
 The order makes a crash at any step (``atc.release.crashpoints``) harmless to the next
 run: the revision is written first, marked pending; then the resources are

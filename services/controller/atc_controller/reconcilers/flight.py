@@ -8,12 +8,20 @@ takeoff pipeline with the Flight's ``input``/``inputObject`` as stdin and
 annotations) see the bare name, as in yoke (docs/compatibility.md, "The same as
 yoke"). ``status.inventory`` lists every resource with its readiness; ``Ready``
 is True once all are ready. One reconciler per kind: ``Flight`` (namespaced) and ``ClusterFlight``.
+
+Modes: the Flight's ``overrides.yoke.cd/mode`` annotation (default ``standard``) gives it the same
+modes as an Airway instance (``modes.ModeFollowing``; docs/flight-modes.md): in a non-standard mode
+the children carry the Flight's ``instanceRef``, so the webhook's guard and signals and the
+controller's child watches find it. ``atc.yoke.cd/kubeconfig-secret`` deploys to another cluster
+(``atc_controller.targets``; docs/targets.md).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
+from atc.k8s.access import LookupTracker
 from atc.k8s.apply import mapping_for, object_path
 from atc.k8s.client import KubeError
 from atc.k8s.crds import CLUSTERFLIGHTS_PATH, FLIGHTS_PATH
@@ -24,23 +32,26 @@ from atc.k8s.reflector import Reflector
 from atc.k8s.refs import resource_ref, split_api_version
 from atc.model.constants import API_VERSION, FINALIZER_INSTANCE
 from atc.model.gocompat import DurationError
-from atc.model.specs import FlightSpec
+from atc.model.specs import FlightSpec, Mode
 from atc.model.types import Object
 from atc.release.flight_request import flight_release, flight_takeoff_request
 from atc.release.invocation import timeout_seconds
 from atc.release.prune import PruneOptions, mayday
-from atc.release.takeoff import TakeoffError, TakeoffResult, takeoff
+from atc.release.takeoff import StaleLookupError, TakeoffError, TakeoffResult, takeoff
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError
+from atc_controller.targets import Target, TargetError, for_target
 
 from .finalizers import add_finalizer, remove_finalizer
+from .modes import ModeFollowing, ModeState, annotated_mode
 from .status import mark_in_progress, ready_condition, set_condition, update_status
 
 log = logging.getLogger("atc.controller.flight")
+MAX_STALE_RUNS = 5  # as for instances: after this many stale runs in a row it is an error
 
 
-class FlightReconciler:
+class FlightReconciler(ModeFollowing):
     """Reconciles ``Flight`` (namespaced) or ``ClusterFlight`` objects."""
 
     def __init__(self, context: ControllerContext, kind: str, flights: Reflector) -> None:
@@ -48,10 +59,19 @@ class FlightReconciler:
         self.kind = kind
         self.flights = flights
         self.collection = FLIGHTS_PATH if kind == "Flight" else CLUSTERFLIGHTS_PATH
+        self.states: dict[str, ModeState] = {}
 
     @property
     def controller_name(self) -> str:
         return self.kind.lower()
+
+    def key_for(self, namespace: str, name: str) -> str:
+        return f"{namespace}/{name}" if namespace else name
+
+    def cached_mode(self, key: str) -> Mode:
+        namespace, _, name = key.rpartition("/")
+        flight = self.flights.get(namespace, name)
+        return annotated_mode(flight) if flight else "standard"
 
     def _path(self, flight: Object) -> str:
         meta = flight["metadata"]
@@ -63,6 +83,8 @@ class FlightReconciler:
         namespace, _, name = key.rpartition("/")
         flight = self.flights.get(namespace, name)
         if flight is None:
+            self.states.pop(key, None)
+            self.context.targets.unbind(self.controller_name, key)
             return Result()
         meta = flight["metadata"]
         finalizers = list(meta.get("finalizers") or [])
@@ -70,19 +92,29 @@ class FlightReconciler:
             await add_finalizer(self.context.kube, self._path(flight), flight, FINALIZER_INSTANCE)
             return Result()
         spec = FlightSpec.model_validate(flight.get("spec") or {})
-        if meta.get("deletionTimestamp"):
-            await self._delete(flight, spec)
-            return Result()
         drift = spec.fix_drift_seconds
         try:
-            result = await self._takeoff(flight, spec)
-            inventory, waiting = await self._inventory(result)
+            target = await self.context.targets.for_object(self.controller_name, key, flight)
+        except TargetError as exc:
+            if meta.get("deletionTimestamp") and not exc.transient:
+                return await self._let_go(key, flight, str(exc))
+            await self._fail(flight, str(exc), drift)
+        if meta.get("deletionTimestamp"):
+            await self._delete(key, flight, spec, target)
+            return Result()
+        state = self.states.setdefault(key, ModeState())
+        state.mode = annotated_mode(flight)
+        try:
+            result = await self._run(key, flight, spec, state, target)
+            if result is None:
+                return Result(requeue_after=0)  # stale lookups: run again at once
+            inventory, waiting = await self._inventory(result, target)
         except (TakeoffError, ReadinessError) as exc:
-            await self._condition(flight, "False", "Error", str(exc))
-            self.context.events.record(flight, WARNING, "FlightFailed", str(exc))
-            if drift:
-                raise RequeueAfterError(str(exc), drift) from None
-            raise
+            await self._fail(flight, str(exc), drift)
+        except KubeError as exc:
+            if not target.remote:
+                raise
+            await self._fail(flight, target.failure(exc), drift)
         self.context.observe_takeoff(result)
         await self._write_inventory(flight, inventory)
         if waiting:
@@ -94,7 +126,42 @@ class FlightReconciler:
             self.context.events.record(flight, NORMAL, "RevisionApplied", message)
         return Result(requeue_after=drift or None)
 
-    async def _takeoff(self, flight: Object, spec: FlightSpec) -> TakeoffResult:
+    async def _fail(self, flight: Object, message: str, drift: float) -> NoReturn:
+        """Report the error on the Flight and back off (``fixDriftInterval`` when it has one)."""
+        await self._condition(flight, "False", "Error", message)
+        self.context.events.record(flight, WARNING, "FlightFailed", message)
+        if drift:
+            raise RequeueAfterError(message, drift)
+        raise RuntimeError(message)
+
+    async def _run(
+        self, key: str, flight: Object, spec: FlightSpec, state: ModeState, target: Target
+    ) -> TakeoffResult | None:
+        """One takeoff with the modes' bookkeeping around it; None when a looked-up child changed under it."""
+        tracker = LookupTracker()
+        result = None
+        state.running = True
+        try:
+            await self._await_children(state, target)
+            result = await self._takeoff(flight, spec, state, tracker, target)
+            await self._watch_children(state, result, target)
+            state.stale_runs = 0
+        except StaleLookupError as exc:
+            state.stale_runs += 1
+            if state.stale_runs >= MAX_STALE_RUNS:
+                state.stale_runs = 0
+                raise TakeoffError(f"{exc} ({MAX_STALE_RUNS} runs in a row)") from None
+            log.info("flight output is stale, running it again", extra={"name": key, "reason": str(exc)})
+            return None
+        finally:
+            self._track(key, state, tracker, result, target)
+            state.running = False
+            self._replay_signals(key, state)
+        return result
+
+    async def _takeoff(
+        self, flight: Object, spec: FlightSpec, state: ModeState, tracker: LookupTracker, target: Target
+    ) -> TakeoffResult:
         await mark_in_progress(self.context.kube, self._path(flight), flight, "fetching flight wasm module")
         try:
             module = await self.context.modules.load(spec.wasm_url, checksum=spec.checksum, insecure=spec.insecure)
@@ -115,13 +182,18 @@ class FlightReconciler:
             module,
             timeout=timeout,
             defaults=self.context.flight_defaults,
-            gateway=self.context.gateway,
+            gateway=target.gateway,
+            tracker=tracker,
+            mode=state.mode,
+            reapply_refs=frozenset(state.reapply),
         )
-        return await takeoff(self.context.cluster, request)
+        result = await takeoff(target.cluster, for_target(request, target))
+        state.reapply -= request.reapply_refs
+        return result
 
-    async def _inventory(self, result: TakeoffResult) -> tuple[list[Object], bool]:
+    async def _inventory(self, result: TakeoffResult, target: Target) -> tuple[list[Object], bool]:
         """Every resource with its readiness (all are evaluated, as yoke does for Flights)."""
-        cluster = self.context.cluster
+        cluster = target.cluster
         inventory, waiting = [], False
         for obj in result.objects:
             _, version = split_api_version(str(obj.get("apiVersion", "")))
@@ -143,13 +215,21 @@ class FlightReconciler:
 
         await update_status(self.context.kube, self._path(flight), generation, change)
 
-    async def _delete(self, flight: Object, spec: FlightSpec) -> None:
+    async def _let_go(self, key: str, flight: Object, message: str) -> Result:
+        """A Flight being deleted whose target is wrongly configured for good: nothing can reach it with that."""
+        await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
+        self.context.events.record(flight, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
+        self.states.pop(key, None)
+        self.context.targets.unbind(self.controller_name, key)
+        return Result()
+
+    async def _delete(self, key: str, flight: Object, spec: FlightSpec, target: Target) -> None:
         await self._condition(flight, "False", "Terminating", "mayday is being performed")
         release, bare, namespace = flight_release(flight, self.kind)
         try:
             await mayday(
-                self.context.kube,
-                self.context.mapper,
+                target.kube,
+                target.mapper,
                 release,
                 namespace,
                 PruneOptions(spec.prune.crds, spec.prune.namespaces),
@@ -157,8 +237,10 @@ class FlightReconciler:
             )
         except (KubeError, TimeoutError, NoMatchError) as exc:
             raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
-        self.context.cluster.history.forget(release, namespace)
+        target.cluster.history.forget(release, namespace)
         await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
+        self.states.pop(key, None)
+        self.context.targets.unbind(self.controller_name, key)
 
     async def _condition(self, flight: Object, status: str, reason: str, message: str) -> None:
         generation = int(flight["metadata"].get("generation", 0))

@@ -5,19 +5,21 @@ custom resource of an Airway's CRD it:
 
 1. adds the ``yoke.cd/mayday.flight`` finalizer and the ownerReference to the Airway, and goes on
    with the patched object;
-2. on deletion, tears the release down (``_delete``);
-3. feeds the object (or the value at ``objectPath``) to the flight and runs
+2. chooses the cluster the release lives in (``atc_controller.targets``): this one, or the one its
+   ``atc.yoke.cd/kubeconfig-secret`` names; every cluster call below goes there;
+3. on deletion, tears the release down (``_delete``);
+4. feeds the object (or the value at ``objectPath``) to the flight and runs
    the takeoff pipeline (``atc.release.takeoff``): children applied stage by stage,
    unchanged children not sent again, a revision written when anything changed;
-4. checks the children's readiness, takes over the ``status`` the flight set on
+5. checks the children's readiness, takes over the ``status`` the flight set on
    the parent, and sets the ``Ready`` condition (``InProgress`` while children
    come up, ``Error`` with the message when anything failed);
-5. requeues after ``fixDriftInterval`` (re-applying everything: drift repair),
+6. requeues after ``fixDriftInterval`` (re-applying everything: drift repair),
    or in 5 s while children are not ready yet.
 
 Kubernetes Events tell what happened: RevisionApplied, ResourcesPruned,
-FlightFailed, InstanceDeleted. One reconciler serves one Airway; the Airway
-reconciler creates and replaces it.
+FlightFailed, InstanceDeleted. The modes' rules come from ``modes.ModeFollowing``. One reconciler
+serves one Airway; the Airway reconciler creates and replaces it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,7 @@ from atc.k8s.client import MERGE_PATCH, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapping
 from atc.k8s.events import NORMAL, WARNING
 from atc.k8s.readiness import ReadinessError, is_ready
-from atc.k8s.refs import canonical_name, parse_ref, resource_ref
-from atc.model.backoff import Backoff
+from atc.k8s.refs import canonical_name, resource_ref
 from atc.model.conditions import find_condition, set_status_condition
 from atc.model.constants import (
     ANNOTATION_OVERRIDE_MODE,
@@ -52,45 +52,22 @@ from atc.release.revisions import release_name
 from atc.release.takeoff import StaleLookupError, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 from atc_controller import metrics
-from atc_controller.children import ChildChange
 from atc_controller.context import ControllerContext
 from atc_controller.core.results import RequeueAfterError, Result, TerminalError
+from atc_controller.targets import Target, TargetError, for_target
 
 from .finalizers import remove_finalizer
+from .modes import ModeFollowing, ModeState
 from .status import mark_in_progress, ready_condition, setting_condition, update_status
 
 log = logging.getLogger("atc.controller.instance")
 MAX_STALE_RUNS = 5  # after this many stale runs in a row the instance reports an error and backs off
 NOT_READY_REQUEUE = 5.0
-CHILD_WAIT_SECONDS = 5.0
-SIGNAL_POLL_FIRST_SECONDS = 0.02  # polling a signalled child for its new resourceVersion: 20 ms doubling
-SIGNAL_POLL_MAX_SECONDS = 0.5  # up to half a second
 IN_PROGRESS_AFTER_SECONDS = 0.5  # a takeoff that takes longer reports InProgress while it runs
 
 
 def instance_controller_name(airway_name: str) -> str:
     return f"instance:{airway_name}"
-
-
-@dataclass
-class InstanceState:
-    """What the controller remembers about one instance between reconciles (the modes use it).
-
-    ``tracked``: children whose changes re-run the flight in subscription mode;
-    ``external``: objects the flight looked up but does not own, watched for changes;
-    ``waits``: child ref -> the resourceVersion a signalled change was admitted over;
-    ``reapply``: children to send again even if their desired state did not change;
-    ``running`` and ``during_run``: whether the flight runs now, and the signals that came meanwhile.
-    """
-
-    mode: Mode = "standard"
-    tracked: set[str] = field(default_factory=set)
-    external: set[str] = field(default_factory=set)
-    waits: dict[str, str] = field(default_factory=dict)
-    reapply: set[str] = field(default_factory=set)
-    stale_runs: int = 0  # consecutive runs whose output was refused as stale
-    running: bool = False
-    during_run: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,7 +83,7 @@ class _Outcome:
     instance: Object = field(default_factory=dict)  # the newest copy of the instance this reconcile knows
 
 
-class InstanceReconciler:
+class InstanceReconciler(ModeFollowing):
     """Reconciles every instance of one Airway."""
 
     def __init__(self, context: ControllerContext, airway: Object, mapping: RestMapping, reflector: Any) -> None:
@@ -115,7 +92,7 @@ class InstanceReconciler:
         self.spec = AirwaySpec.model_validate(airway["spec"])
         self.mapping = mapping
         self.reflector = reflector
-        self.states: dict[str, InstanceState] = {}
+        self.states: dict[str, ModeState] = {}
         self._own_versions: dict[str, str] = {}  # key -> resourceVersion our metadata patch produced
         self._held: dict[str, list[str]] = {}  # key -> versions its watch showed while our patch was in flight
 
@@ -127,99 +104,10 @@ class InstanceReconciler:
     def controller_name(self) -> str:
         return instance_controller_name(self.airway_name)
 
-    # ------------------------------------------------------------------------------------ signals
-    def child_changed(self, key: str, child_ref: str, old_resource_version: str) -> bool:
-        """Someone changed a child (the webhook's signal): re-run the flight if the mode says so.
-
-        A signal that arrives while the instance's flight runs is kept and judged when the run ends,
-        against the children that run tracks: in subscription mode the run that creates a child is
-        also the one that starts tracking it, and a change made in between must not be lost.
-        """
-        state = self.states.get(key)
-        if state is None:  # not reconciled by this process yet: a reconcile is due anyway
-            if self._cached_mode(key) not in ("dynamic", "subscription"):
-                return False
-            self.context.manager.enqueue(self.controller_name, key)
-            return True
-        if state.mode not in ("dynamic", "subscription"):
-            return False
-        if state.running:
-            state.during_run[child_ref] = old_resource_version
-            return True
-        if state.mode == "subscription" and child_ref not in state.tracked:
-            return False
-        self._rerun_for(key, state, child_ref, old_resource_version)
-        return True
-
-    def child_drifted(self, key: str, change: ChildChange) -> None:
-        """A child changed as the controller's own watch saw it (the net under the webhook's signals).
-
-        static: a deletion, or a change beyond status by anyone but this controller, is put back (the
-        child is applied again). dynamic and subscription: treated as the webhook's signal would be.
-        standard: nothing.
-        """
-        state = self.states.get(key)
-        mode = state.mode if state else self._cached_mode(key)
-        if mode == "standard" or (change.by_us and not change.deleted):
-            return
-        if mode != "static":
-            self.child_changed(key, change.child_ref, change.old_resource_version)
-            return
-        if change.deleted or change.spec_changed:
-            state = self.states.setdefault(key, InstanceState(mode=mode))
-            state.reapply.add(change.child_ref)
-            self.context.manager.enqueue(self.controller_name, key)
-
-    def _rerun_for(self, key: str, state: InstanceState, child_ref: str, old_resource_version: str) -> None:
-        state.waits[child_ref] = old_resource_version
-        state.reapply.add(child_ref)
-        self.context.manager.enqueue(self.controller_name, key)
-
-    def _replay_signals(self, key: str, state: InstanceState) -> None:
-        """The signals that arrived during the run that just ended, judged against what it tracks now."""
-        signals, state.during_run = state.during_run, {}
-        for child_ref, old_resource_version in signals.items():
-            if state.mode == "dynamic" or child_ref in state.tracked:
-                self._rerun_for(key, state, child_ref, old_resource_version)
-
-    def _cached_mode(self, key: str) -> Mode:
+    def cached_mode(self, key: str) -> Mode:
         namespace, _, name = key.rpartition("/")
         instance = self.reflector.get(namespace, name)
         return self._mode(instance) if instance else "standard"
-
-    async def _await_children(self, state: InstanceState) -> None:
-        """Before re-running, see each signalled child past the version its change was admitted over."""
-        deadline = time.monotonic() + CHILD_WAIT_SECONDS
-        for ref, old_version in list(state.waits.items()):
-            parsed = parse_ref(ref)
-            try:
-                mapping = await self.context.mapper.mapping(parsed.group, parsed.kind, refresh_on_miss=True)
-            except NoMatchError:
-                continue
-            path = mapping.object_path(parsed.name, parsed.namespace)
-            backoff = Backoff(SIGNAL_POLL_FIRST_SECONDS, SIGNAL_POLL_MAX_SECONDS)
-            while time.monotonic() < deadline:
-                live = await self.context.kube.get_or_none(path)
-                if live is None or live["metadata"].get("resourceVersion") != old_version:
-                    break
-                await asyncio.sleep(backoff.next_delay())
-        state.waits.clear()
-
-    def _track(self, key: str, state: InstanceState, tracker: LookupTracker, outcome: _Outcome) -> None:
-        """Update what the modes follow from this run's lookups (docs/controller.md, "Modes")."""
-        succeeded = not outcome.error and outcome.result is not None
-        if state.mode == "subscription":
-            applied = {resource_ref(obj) for obj in outcome.result.objects} if succeeded and outcome.result else set()
-            state.tracked = (
-                tracker.internal | (tracker.candidate & applied) if succeeded else state.tracked | tracker.internal
-            )
-        else:
-            state.tracked = set()
-        if state.mode in ("dynamic", "subscription"):
-            state.external = set(tracker.external) if succeeded else state.external | tracker.external
-        else:
-            state.external = set()
-        self.context.external_watches.follow(self.controller_name, key, state.external)
 
     # ------------------------------------------------------------------------------------ the loop
     async def reconcile(self, key: str) -> Result:
@@ -233,17 +121,21 @@ class InstanceReconciler:
         if current is None:
             return Result()  # our copy was stale: the watch brings the newer one
         instance = current
+        try:
+            target = await self.context.targets.for_object(self.controller_name, key, instance)
+        except TargetError as exc:
+            return await self._unusable_target(key, instance, exc)
         if instance["metadata"].get("deletionTimestamp"):
-            await self._delete(key, instance)
+            await self._delete(key, instance, target)
             return Result()
-        state = self.states.setdefault(key, InstanceState())
+        state = self.states.setdefault(key, ModeState())
         state.mode = self._mode(instance)
-        await self._await_children(state)
         tracker = LookupTracker()
         state.running = True
         try:
-            outcome = await self._fly(instance, state, tracker)
-            self._track(key, state, tracker, outcome)
+            outcome = await self._fly(instance, state, tracker, target)
+            succeeded = not outcome.error and outcome.result is not None
+            self._track(key, state, tracker, outcome.result if succeeded else None, target)
         finally:
             state.running = False
             self._replay_signals(key, state)
@@ -252,8 +144,26 @@ class InstanceReconciler:
         await self._report(instance, outcome)
         return self._next(outcome)
 
+    async def _unusable_target(self, key: str, instance: Object, error: TargetError) -> Result:
+        """The target cluster cannot be used: say so on the instance and back off (docs/targets.md).
+
+        An instance being deleted whose target is wrongly configured for good (its kubeconfig Secret
+        is gone because its namespace is being deleted, say) lets go without cleaning up: nothing
+        could reach that cluster with it. An unreachable target keeps the finalizer and is retried.
+        """
+        message = str(error)
+        if instance["metadata"].get("deletionTimestamp") and not error.transient:
+            await remove_finalizer(self.context.kube, self._path(instance), FINALIZER_INSTANCE)
+            self.context.events.record(instance, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
+            self.states.pop(key, None)
+            self.context.targets.unbind(self.controller_name, key)
+            return Result()
+        outcome = _Outcome(error=message, instance=instance)
+        await self._report(instance, outcome)
+        return self._next(outcome)
+
     @staticmethod
-    def _run_again(key: str, state: InstanceState, outcome: _Outcome) -> bool:
+    def _run_again(key: str, state: ModeState, outcome: _Outcome) -> bool:
         """A stale run is repeated at once, up to ``MAX_STALE_RUNS`` in a row; then it is an error."""
         if not outcome.stale:
             state.stale_runs = 0
@@ -358,28 +268,31 @@ class InstanceReconciler:
         namespace = instance["metadata"].get("namespace") or ""
         return release_name(instance, namespaced=self.mapping.namespaced), namespace or "default"
 
-    async def _request(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> TakeoffRequest:
+    async def _request(
+        self, instance: Object, state: ModeState, tracker: LookupTracker, target: Target
+    ) -> TakeoffRequest:
         try:
             module = await load_instance_module(self.context.modules, self.spec, instance)
         except ModuleNotAllowedError as exc:
             raise TerminalError(f"failed to fetch flight module from cache: {exc}") from None
         except ModuleError as exc:
             raise TakeoffError(f"failed to fetch flight module from cache: {exc}") from None
-        return instance_takeoff_request(
+        request = instance_takeoff_request(
             self.airway,
             self.spec,
             instance,
             module,
             defaults=self.context.flight_defaults,
-            gateway=self.context.gateway,
+            gateway=target.gateway,
             tracker=tracker,
             reapply_refs=frozenset(state.reapply),
         )
+        return for_target(request, target)
 
-    async def _fly(self, instance: Object, state: InstanceState, tracker: LookupTracker) -> _Outcome:
+    async def _fly(self, instance: Object, state: ModeState, tracker: LookupTracker, target: Target) -> _Outcome:
         """The takeoff, with ``InProgress`` reported only if it takes longer than a moment."""
         outcome = _Outcome(instance=instance)
-        flight = asyncio.ensure_future(self._takeoff(instance, state, tracker, outcome))
+        flight = asyncio.ensure_future(self._takeoff(instance, state, tracker, target, outcome))
         try:
             await asyncio.wait_for(asyncio.shield(flight), IN_PROGRESS_AFTER_SECONDS)
         except TimeoutError:
@@ -390,12 +303,15 @@ class InstanceReconciler:
             flight.cancel()  # a no-op once it is done; stops it when the reconcile itself is cancelled
         return outcome
 
-    async def _takeoff(self, instance: Object, state: InstanceState, tracker: LookupTracker, outcome: _Outcome) -> None:
+    async def _takeoff(
+        self, instance: Object, state: ModeState, tracker: LookupTracker, target: Target, outcome: _Outcome
+    ) -> None:
         try:
-            request = await self._request(instance, state, tracker)
-            outcome.result = await takeoff(self.context.cluster, request)
+            await self._await_children(state, target)
+            request = await self._request(instance, state, tracker, target)
+            outcome.result = await takeoff(target.cluster, request)
             state.reapply -= request.reapply_refs
-            await self._watch_children(state, outcome.result)
+            await self._watch_children(state, outcome.result, target)
             self.context.observe_flight(self.airway_name, outcome.result.flight_seconds, "success")
             self.context.observe_takeoff(outcome.result)
             outcome.parent = outcome.result.parent
@@ -411,27 +327,22 @@ class InstanceReconciler:
             return
         except (ObjectPathError, DurationError) as exc:  # the object or the Airway must change first
             raise TerminalError(str(exc)) from None
-        if outcome.parent is None or not _has_ready(outcome.parent):
-            await self._check_children(outcome)
-
-    async def _watch_children(self, state: InstanceState, result: TakeoffResult) -> None:
-        """Have the controller's own watches follow the children's kinds (static, dynamic, subscription)."""
-        if state.mode == "standard":
+        except KubeError as exc:
+            if not target.remote:
+                raise
+            outcome.error = target.failure(exc)
             return
-        for obj in result.objects:
-            try:
-                self.context.child_watches.follow(await mapping_for(self.context.mapper, obj))
-            except NoMatchError:
-                continue
+        if outcome.parent is None or not _has_ready(outcome.parent):
+            await self._check_children(outcome, target)
 
-    async def _check_children(self, outcome: _Outcome) -> None:
+    async def _check_children(self, outcome: _Outcome, target: Target) -> None:
         """Readiness of every child; a child deleted behind our back is applied again.
 
         A child this run applied is judged by the apply's answer; the others are read. The rules and
-        their order are in docs/controller.md, "The reconcile loop to read first", step 4.
+        their order are in docs/controller.md, "The reconcile loop to read first", step 5.
         """
         assert outcome.result is not None
-        cluster = self.context.cluster
+        cluster = target.cluster
         for obj in outcome.result.objects:
             try:
                 live = outcome.result.live.get(resource_ref(obj)) or await cluster.kube.get(
@@ -439,7 +350,7 @@ class InstanceReconciler:
                 )
             except KubeError as exc:
                 if exc.not_found:
-                    await self._restore(obj, outcome)
+                    await self._restore(obj, outcome, target)
                     if outcome.error:
                         return
                     outcome.waiting_for = canonical_name(obj)
@@ -460,9 +371,9 @@ class InstanceReconciler:
                 return
         outcome.ready = True
 
-    async def _restore(self, obj: Object, outcome: _Outcome) -> None:
+    async def _restore(self, obj: Object, outcome: _Outcome, target: Target) -> None:
         try:
-            await apply_stage(self.context.kube, self.context.mapper, [obj])
+            await apply_stage(target.kube, target.mapper, [obj])
         except ApplyError as exc:
             outcome.error = str(exc)
 
@@ -508,7 +419,7 @@ class InstanceReconciler:
             events.record(instance, NORMAL, "ResourcesPruned", "pruned " + ", ".join(result.pruned))
 
     # ------------------------------------------------------------------------------------ deletion
-    async def _delete(self, key: str, instance: Object) -> None:
+    async def _delete(self, key: str, instance: Object, target: Target) -> None:
         """Mayday: remove the children and the history, then let the object go."""
         path = self._path(instance)
         generation = int(instance["metadata"].get("generation", 0))
@@ -517,8 +428,8 @@ class InstanceReconciler:
         release, namespace = self._release(instance)
         try:
             pruned = await mayday(
-                self.context.kube,
-                self.context.mapper,
+                target.kube,
+                target.mapper,
                 release,
                 namespace,
                 PruneOptions(self.spec.prune.crds, self.spec.prune.namespaces),
@@ -526,7 +437,7 @@ class InstanceReconciler:
             )
         except (KubeError, TimeoutError, NoMatchError) as exc:
             raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
-        self.context.cluster.history.forget(release, namespace)
+        target.cluster.history.forget(release, namespace)
         if pruned is None:
             log.warning(f'mayday noop: no history found for release "{release}" in namespace "{namespace}"')
         await remove_finalizer(self.context.kube, path, FINALIZER_INSTANCE)
@@ -534,6 +445,7 @@ class InstanceReconciler:
             instance, NORMAL, "InstanceDeleted", f"removed {len(pruned or [])} resources of release {release}"
         )
         self.states.pop(key, None)
+        self.context.targets.unbind(self.controller_name, key)
 
 
 def _has_ready(obj: Object) -> bool:

@@ -1,9 +1,11 @@
 """Admission and conversion endpoints that run flights; ``atc_webhook.server`` mounts them.
 
 - ``POST /validations/airways.yoke.cd``: an Airway's modules load and its CRD template passes a dry run;
-- ``POST /validations/flights.yoke.cd``: a dry-run takeoff of a Flight or ClusterFlight;
-- ``POST /validations/{airway}``: override annotations need the right to update Airways, then a
-  dry-run takeoff of the instance (the per-Airway configuration the controller registers points here);
+- ``POST /validations/flights.yoke.cd``: a Flight or ClusterFlight's mode annotation and kubeconfig
+  Secret annotations, then its dry-run takeoff (not for one that deploys to another cluster);
+- ``POST /validations/{airway}``: the kubeconfig Secret annotations; override annotations need the
+  right to update Airways; then a dry-run takeoff of the instance (not for one that deploys to
+  another cluster; the per-Airway configuration the controller registers points here);
 - ``POST /crdconvert/{airway}``: the Airway's converter flight answers a ConversionReview.
 
 Each admission route gathers its inputs (the flight runtime, the cached Airway), takes the pure

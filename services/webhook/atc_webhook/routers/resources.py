@@ -3,10 +3,10 @@
 ``admit_resource_change(context, review)`` answers one review in three steps (docs/webhook.md,
 "The resources guard"):
 1. gather: ``decisions.child_lookup`` says which cache entries the review needs (none for a change
-   of yoke's annotations, a no-op or a child without instanceRef); the instance, and in static mode
-   the desired object of the active revision, are read from memory (``atc_webhook.caches``). Right
-   after a start a review that needs them waits up to ``CACHE_SYNC_WAIT_SECONDS`` for the caches,
-   then fails with HTTP 503;
+   of yoke's annotations, a no-op or a child without instanceRef); the instance (an Airway's, or a
+   Flight or ClusterFlight), and in static mode the desired object of the active revision, are read
+   from memory (``atc_webhook.caches``). Right after a start a review that needs them waits up to
+   ``CACHE_SYNC_WAIT_SECONDS`` for the caches, then fails with HTTP 503;
 2. decide: ``decisions.decide_child_change``, a pure function of the review and those facts;
 3. perform: every ``SubmitSignal`` the decision returns is queued on the Event writer
    (``atc_webhook.signals``), then the verdict is the answer.
