@@ -1,5 +1,5 @@
 """What every benchmark shares: the control plane to run against, percentiles, the results file, and
-the creation of ``Bench`` instances of the ``multi`` flight.
+the creation of ``Bench`` instances of the ``multi`` flight, and reading API server audit logs.
 
 Imported by the benchmarks in ``bench/`` (each puts ``tools/`` and ``tests/`` on ``sys.path`` first).
 """
@@ -116,3 +116,29 @@ async def create_bench_instances(
                     await asyncio.sleep(0.2)
 
     await asyncio.gather(*(create(i) for i in range(count)))
+
+
+class AuditLog:
+    """A kube-apiserver audit log (``Cluster(audit_log=...)``) read forward: each request once (by auditID)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.seen: set[str] = set()
+
+    def take(self) -> list[dict[str, Any]]:
+        """The requests logged since the last call (first event of each auditID)."""
+        if not self.path.is_file():
+            return []
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        events = []
+        for line in data[:end].splitlines():
+            event = json.loads(line)
+            if event.get("auditID") not in self.seen:
+                self.seen.add(event["auditID"])
+                events.append(event)
+        return events

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -58,7 +57,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests")]
 
-from benchlib import create_bench_instances, write_results  # noqa: E402
+from benchlib import AuditLog, create_bench_instances, write_results  # noqa: E402
 from conformance import yokesuite  # noqa: E402
 from deployed import WebhookTarget, install_chart_identities, register_static_webhooks, token_kubeconfig  # noqa: E402
 from servers import serve_files  # noqa: E402
@@ -132,30 +131,6 @@ def yoke_atc_binary() -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- measuring
-class AuditLog:
-    """The API server's audit log, read forward: each request counted once (by auditID)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.seen: set[str] = set()
-
-    def take(self) -> list[dict[str, Any]]:
-        """The requests logged since the last call (first event of each auditID)."""
-        if not self.path.is_file():
-            return []
-        with self.path.open("rb") as log:
-            log.seek(self.offset)
-            data = log.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        events = []
-        for line in data[:end].splitlines():
-            event = json.loads(line)
-            if event.get("auditID") not in self.seen:
-                self.seen.add(event["auditID"])
-                events.append(event)
-        return events
 
 
 def count_requests(events: list[dict[str, Any]], users: tuple[str, ...]) -> dict[str, Any]:

@@ -351,6 +351,35 @@ class Harness:
         what = f"{ref.kind} {name} Ready={status} {reason} {message}".strip()
         return await eventually(reached, timeout=timeout, what=what)
 
+    # ------------------------------------------------------------------------------------ flights
+    def flights_path(self, kind: str) -> str:
+        """The collection of ``kind`` (Flight: in the test namespace; ClusterFlight)."""
+        if kind == "Flight":
+            return f"/apis/yoke.cd/v1alpha1/namespaces/{self.namespace}/flights"
+        return "/apis/yoke.cd/v1alpha1/clusterflights"
+
+    async def create_flight(
+        self, kind: str, name: str, spec: Object, *, annotations: dict[str, str] | None = None
+    ) -> str:
+        """Create a Flight (in the test namespace) or ClusterFlight; returns its path."""
+        manifest = {
+            "apiVersion": "yoke.cd/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": spec,
+        }
+        await self.kube.request("POST", self.flights_path(kind), body=manifest)
+        return f"{self.flights_path(kind)}/{name}"
+
+    async def wait_ready(self, path: str, timeout: float = 90) -> Object:
+        """The object at ``path`` once its ``Ready`` condition is True."""
+
+        async def ready() -> Object | None:
+            obj = await self.kube.get(path)
+            return obj if condition(obj, "Ready", "True") else None
+
+        return await eventually(ready, timeout=timeout, what=f"{path} Ready")
+
     async def revisions(self, release_namespace: str | None = None) -> list[Object]:
         namespace = release_namespace or self.namespace
         listing = await self.kube.get(

@@ -13,6 +13,9 @@ their ``with`` block ends.
   pulling and pushing need (``/v2/``, manifests GET/HEAD/PUT by tag or digest,
   blobs GET/HEAD, uploads POST/PATCH/PUT), optionally behind ``basic`` auth
   or ``bearer`` tokens issued by its own ``/token`` endpoint.
+- ``mutual_tls_server(handle, serving, ca, directory)`` runs an aiohttp handler
+  on the test's event loop over HTTPS that requires a client certificate of
+  ``ca`` (an API server stand-in for the kube client tests).
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from aiohttp import web
+
+from atc.service.certificates import CertificateAuthority, KeyPair
 
 OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 AuthMode = Literal["none", "basic", "bearer"]
@@ -440,3 +448,27 @@ class OciRegistry:
             self._tokens.add(token)
         body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
         return Reply(200, body, {"Content-Type": "application/json"})
+
+
+@asynccontextmanager
+async def mutual_tls_server(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    serving: KeyPair,
+    ca: CertificateAuthority,
+    directory: Path,
+) -> AsyncIterator[str]:
+    """``handle`` on every path over HTTPS on 127.0.0.1, client certificates of ``ca`` required; yields the URL."""
+    cert_file, key_file = serving.write(directory, "serving")
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(cert_file, key_file)
+    server_ssl.load_verify_locations(cadata=ca.cert_pem.decode())
+    server_ssl.verify_mode = ssl.CERT_REQUIRED
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl).start()
+    try:
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

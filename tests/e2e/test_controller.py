@@ -319,36 +319,13 @@ async def test_deleting_an_airway_removes_its_crd_and_instances(harness: Harness
     assert await harness.revisions() == []
 
 
-async def _flight(harness: Harness, kind: str, name: str, body: Object) -> str:
-    namespaced = kind == "Flight"
-    collection = (
-        f"/apis/yoke.cd/v1alpha1/{'namespaces/' + harness.namespace + '/flights' if namespaced else 'clusterflights'}"
-    )
-    manifest = {"apiVersion": "yoke.cd/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": body}
-    await harness.kube.request("POST", collection, body=manifest)
-    return f"{collection}/{name}"
-
-
-async def _ready(harness: Harness, path: str) -> Object:
-    from support import eventually
-
-    async def ready() -> Object | None:
-        obj = await harness.kube.get(path)
-        return obj if condition(obj, "Ready", "True") else None
-
-    return await eventually(ready, timeout=60, what=f"{path} Ready")
-
-
 async def test_flight_lifecycle(harness: Harness) -> None:
     await harness.start_controller()
     wasm = str(harness.build_flight("basic"))
-    path = await _flight(
-        harness,
-        "Flight",
-        "direct",
-        {"wasmUrl": wasm, "inputObject": {"metadata": {"name": "web"}, "spec": {"replicas": 1}}},
+    path = await harness.create_flight(
+        "Flight", "direct", {"wasmUrl": wasm, "inputObject": {"metadata": {"name": "web"}, "spec": {"replicas": 1}}}
     )
-    flight = await _ready(harness, path)
+    flight = await harness.wait_ready(path)
     inventory = {item["resource"]: item["ready"] for item in flight["status"]["inventory"]}
     assert inventory == {
         f"{harness.namespace}/ConfigMap:web-config": True,
@@ -375,8 +352,8 @@ async def test_cluster_flight_lifecycle_across_namespaces(harness: Harness) -> N
         "wasmUrl": wasm,
         "inputObject": {"metadata": {"name": "cf", "namespace": harness.namespace}, "spec": {"children": 2}},
     }
-    path = await _flight(harness, "ClusterFlight", name, spec)
-    await _ready(harness, path)
+    path = await harness.create_flight("ClusterFlight", name, spec)
+    await harness.wait_ready(path)
     await harness.kube.get(f"/api/v1/namespaces/{harness.namespace}/configmaps/cf-1")
     revisions = [
         r

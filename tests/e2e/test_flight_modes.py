@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 
 import pytest
-from harness import Harness, condition
+from harness import Harness
 from support import eventually
 
 from atc.k8s.client import KubeError
@@ -23,31 +23,8 @@ MERGE = "application/merge-patch+json"
 MODE = "overrides.yoke.cd/mode"
 
 
-def flights_path(harness: Harness, kind: str) -> str:
-    if kind == "Flight":
-        return f"/apis/yoke.cd/v1alpha1/namespaces/{harness.namespace}/flights"
-    return "/apis/yoke.cd/v1alpha1/clusterflights"
-
-
 async def create_flight(harness: Harness, kind: str, name: str, spec: Object, mode: str | None) -> str:
-    annotations = {MODE: mode} if mode else {}
-    manifest = {
-        "apiVersion": "yoke.cd/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": spec,
-    }
-    collection = flights_path(harness, kind)
-    await harness.kube.request("POST", collection, body=manifest)
-    return f"{collection}/{name}"
-
-
-async def ready(harness: Harness, path: str) -> Object:
-    async def reached() -> Object | None:
-        obj = await harness.kube.get(path)
-        return obj if condition(obj, "Ready", "True") else None
-
-    return await eventually(reached, timeout=90, what=f"{path} Ready")
+    return await harness.create_flight(kind, name, spec, annotations={MODE: mode} if mode else None)
 
 
 async def delete_flight(harness: Harness, path: str) -> None:
@@ -80,7 +57,7 @@ async def value_of(harness: Harness, path: str) -> str:
 async def test_standard_flight_leaves_an_edited_child_alone(harness: Harness) -> None:
     await harness.start_atc()
     path = await create_flight(harness, "Flight", "std", multi_spec(harness, "std"), None)
-    await ready(harness, path)
+    await harness.wait_ready(path)
     child = await harness.kube.get(configmap(harness, "std-a"))
     assert "instance.atc.yoke.cd/instanceRef" not in child["metadata"]["annotations"]  # as yoke writes it
     await edit(harness, configmap(harness, "std-a"), "edited")
@@ -95,7 +72,7 @@ async def test_static_flight_refuses_edits_of_its_children(harness: Harness, kin
     await harness.start_atc()
     name = "st" if kind == "Flight" else f"st-{harness.namespace}"
     path = await create_flight(harness, kind, name, multi_spec(harness, name), "static")
-    await ready(harness, path)
+    await harness.wait_ready(path)
     child = configmap(harness, f"{name}-a")
     with pytest.raises(KubeError) as edited:
         await edit(harness, child, "hacked")
@@ -117,7 +94,7 @@ async def test_static_flight_puts_back_a_child_edited_while_the_webhook_is_down(
     """The guard fails open, as yoke's does; the controller's own child watch repairs the edit."""
     _, webhook = await harness.start_atc()
     path = await create_flight(harness, "Flight", "net", multi_spec(harness, "net"), "static")
-    await ready(harness, path)
+    await harness.wait_ready(path)
     webhook.process.stop()
     await edit(harness, configmap(harness, "net-a"), "hacked")
 
@@ -130,7 +107,7 @@ async def test_static_flight_puts_back_a_child_edited_while_the_webhook_is_down(
 async def test_dynamic_flight_puts_an_edited_child_back(harness: Harness) -> None:
     await harness.start_atc()
     path = await create_flight(harness, "Flight", "dyn", multi_spec(harness, "dyn"), "dynamic")
-    await ready(harness, path)
+    await harness.wait_ready(path)
     await edit(harness, configmap(harness, "dyn-a"), "hacked")
 
     async def restored() -> bool:
@@ -168,7 +145,7 @@ async def test_subscription_flight_re_runs_for_what_it_looked_up_only(harness: H
         },
     }
     path = await create_flight(harness, "Flight", "sub", spec, "subscription")
-    await ready(harness, path)
+    await harness.wait_ready(path)
     report = configmap(harness, "sub-lookup")
     assert (await harness.kube.get(report))["data"]["hash"] == secret_hash({"url": "db:1"})
     await harness.kube.request("PATCH", f"{secrets}/conn", body={"stringData": {"url": "db:2"}}, content_type=MERGE)

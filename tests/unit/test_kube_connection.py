@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from servers import mutual_tls_server
 
 from atc.k8s import connection
 from atc.k8s.client import KubeClient, KubeConfigError, KubeError
@@ -88,20 +89,8 @@ async def api_server(tmp_path: Path, pki: tuple[CertificateAuthority, KeyPair, K
             return web.json_response(status, status=404)
         return web.json_response({"kind": "Echo", "path": request.path})
 
-    cert_file, key_file = serving.write(tmp_path, "serving")
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ssl.load_cert_chain(cert_file, key_file)
-    server_ssl.load_verify_locations(cadata=ca.cert_pem.decode())
-    server_ssl.verify_mode = ssl.CERT_REQUIRED
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield ApiServer(f"https://127.0.0.1:{port}", ca, client, seen)
-    await runner.cleanup()
+    async with mutual_tls_server(handle, serving, ca, tmp_path) as url:
+        yield ApiServer(url, ca, client, seen)
 
 
 # ----------------------------------------------------------------------------------------------- kubeconfigs

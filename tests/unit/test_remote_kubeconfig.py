@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from servers import mutual_tls_server
 
 from atc.k8s.client import KubeError
 from atc.k8s.connection import Endpoint
@@ -350,19 +351,8 @@ async def target(pki: Pki, tmp_path: Path) -> AsyncIterator[Target]:
             raise web.HTTPFound("/api/v1/namespaces/elsewhere")
         return web.json_response({"kind": "Namespace", "metadata": {"name": request.path.rsplit("/", 1)[-1]}})
 
-    cert_file, key_file = pki.serving.write(tmp_path, "serving")
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ssl.load_cert_chain(cert_file, key_file)
-    server_ssl.load_verify_locations(cadata=pki.ca.cert_pem.decode())
-    server_ssl.verify_mode = ssl.CERT_REQUIRED
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
-    await site.start()
-    yield Target(f"https://127.0.0.1:{runner.addresses[0][1]}", seen)
-    await runner.cleanup()
+    async with mutual_tls_server(handle, pki.serving, pki.ca, tmp_path) as url:
+        yield Target(url, seen)
 
 
 @pytest.fixture

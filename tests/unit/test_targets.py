@@ -44,7 +44,11 @@ class SecretStore:
 class Watches:
     def __init__(self, *_: Any) -> None:
         self.following: dict[tuple[str, str], set[str]] = {}
+        self.objects: dict[str, Object] = {}
         self.stopped = False
+
+    def cached(self, ref: str) -> Object | None:
+        return self.objects.get(ref)
 
     def follow(self, controller: str, key: str, refs: set[str]) -> None:
         self.following[controller, key] = set(refs)
@@ -234,3 +238,13 @@ def test_requests_to_another_cluster_carry_no_owner_references() -> None:
     )
     assert for_target(real, cast(Any, SimpleNamespace(remote=True))).owner_references == ()
     assert for_target(real, cast(Any, SimpleNamespace(remote=False))).owner_references == real.owner_references
+
+
+async def test_a_watched_secret_is_read_from_its_watch(store: SecretStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = connecting(monkeypatch)
+    chosen = targets(store)
+    cast(Watches, chosen._secrets).objects["team/Secret:wl"] = secret({"value": KUBECONFIG})
+    target = await chosen.for_object("c", "team/i", instance(TARGETED))
+    assert target.remote
+    assert seen == [KUBECONFIG]
+    assert store.gets == []  # no GET of the Secret while its watch holds it

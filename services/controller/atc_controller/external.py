@@ -21,6 +21,7 @@ from atc.k8s.client import KubeClient
 from atc.k8s.discovery import NoMatchError, RestMapper
 from atc.k8s.reflector import Reflector, changed_beyond_status
 from atc.k8s.refs import parse_ref
+from atc.model.types import Object
 
 from .core.controller import Manager
 
@@ -67,6 +68,14 @@ class ExternalWatches:
     @property
     def watched(self) -> set[str]:
         return set(self._watches)
+
+    def cached(self, ref: str) -> Object | None:
+        """The object ``ref`` names as its watch holds it; None until that watch listed it (or it does not exist)."""
+        watch = self._watches.get(ref)
+        if watch is None or not watch.reflector.synced.is_set():
+            return None
+        parsed = parse_ref(ref)
+        return watch.reflector.get(parsed.namespace, parsed.name)
 
     def _start_following(self, ref: str, follower: Follower) -> None:
         watch = self._watches.get(ref)

@@ -10,7 +10,8 @@ credentials only, the server on ``TARGET_SERVER_ALLOW_LIST``), so this cluster's
 reach a target. It is kept per Secret and built again when the Secret's resourceVersion changes; a
 new one is checked with ``GET /api`` before use, so a wrong address or refused credentials give one
 clear ``TargetError`` instead of a failure in the middle of a takeoff.
-Each kubeconfig Secret in use is watched, so fixing or rotating it re-runs its objects at once. The
+Each kubeconfig Secret in use is watched, so fixing or rotating it re-runs its objects at once, and
+a reconcile reads the Secret from that watch (a GET only until the watch has listed it). The
 reconcilers call ``for_object`` and ``unbind``; ``app`` builds ``Targets`` and stops it when
 leadership ends.
 """
@@ -146,13 +147,15 @@ class Targets:
         except TargetRefError as exc:
             self._secrets.follow(controller, key, set())
             raise TargetError(str(exc)) from None
-        self._secrets.follow(controller, key, {ref_of(ref.namespace, "", "Secret", ref.name)} if ref else set())
-        target = self.local if ref is None else await self._remote_target(ref)
+        secret_ref = ref_of(ref.namespace, "", "Secret", ref.name) if ref else ""
+        self._secrets.follow(controller, key, {secret_ref} if ref else set())
+        target = self.local if ref is None else await self._remote_target(ref, self._secrets.cached(secret_ref))
         self._bind(controller, key, target)
         return target
 
-    async def _remote_target(self, ref: TargetRef) -> Target:
-        secret = await self._read_secret(ref)
+    async def _remote_target(self, ref: TargetRef, watched: Object | None) -> Target:
+        """The target of ``ref``; ``watched`` is the Secret as its watch has it (None: read it now)."""
+        secret = watched if watched is not None else await self._read_secret(ref)
         version = str(secret.get("metadata", {}).get("resourceVersion", ""))
         async with self._lock:
             known = self._remote.get(str(ref))
