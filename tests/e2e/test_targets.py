@@ -23,7 +23,7 @@ from harness import AirwayRef, Harness, condition
 from support import eventually
 
 from atc.k8s.client import KubeClient, KubeError
-from devcluster.cluster import ClusterState, free_port
+from devcluster.cluster import Cluster, ClusterState, free_port
 
 pytestmark = pytest.mark.cluster
 MERGE = "application/merge-patch+json"
@@ -211,3 +211,34 @@ async def test_a_flight_deploys_to_the_workload_cluster(harness: Harness, worklo
     await harness.kube.request("DELETE", path)
     await harness.gone(path)
     assert not await workload.exists(configmap(harness, "f-a"))
+
+
+async def test_a_workload_api_server_restart_is_reported_and_converges(
+    harness: Harness, workload: Workload, workload_cluster: ClusterState
+) -> None:
+    """The workload cluster's kube-apiserver stops: the instance says so; once it is back, the pending
+    update lands and the drift watch there works again, with the same service processes."""
+    await start(harness)
+    ref = await ready_airway(harness, "multi", mode="dynamic")
+    await harness.create_instance(ref, "r", {"configMaps": {"a": "1"}}, **targeted())
+    await harness.wait_condition(ref, "r", "True", "Ready", timeout=90)
+    control_plane = Cluster.attach(workload_cluster, tie_to_parent=True)
+    control_plane.stop_component("kube-apiserver")
+    try:
+        await harness.patch_instance(ref, "r", {"spec": {"configMaps": {"a": "2"}}})
+        failed = await harness.wait_condition(ref, "r", "False", "Error", timeout=60)
+        message = condition(failed, "Ready", "False")["message"]  # type: ignore[index]
+        assert "the target cluster of kubeconfig Secret" in message
+        assert "is unreachable" in message
+    finally:
+        control_plane.start_component("kube-apiserver")  # from this thread: it lives as long as the cluster
+        await asyncio.to_thread(control_plane.wait_api_ready)
+    await harness.wait_condition(ref, "r", "True", "Ready", timeout=90)
+    path = configmap(harness, "r-a")
+    assert (await workload.kube.get(path))["data"] == {"value": "2"}
+    await workload.kube.request("PATCH", path, body={"data": {"value": "hacked"}}, content_type=MERGE)
+
+    async def restored() -> bool:
+        return bool((await workload.kube.get(path))["data"] == {"value": "2"})
+
+    await eventually(restored, timeout=60, what="drift repaired after the workload API server came back")

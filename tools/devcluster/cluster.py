@@ -320,6 +320,14 @@ class Cluster:
         self.state: ClusterState | None = None
         self.api: ApiServer | None = None
 
+    @classmethod
+    def attach(cls, state: ClusterState, *, tie_to_parent: bool = False) -> Cluster:
+        """A handle on a cluster that runs already (a fixture's), for its fault methods below."""
+        cluster = cls(Path(state.runtime_dir), kubeconfig_path=Path(state.kubeconfig), tie_to_parent=tie_to_parent)
+        cluster.state = state
+        cluster.api = ApiServer(state.server, cluster.pki_dir)
+        return cluster
+
     # ----------------------------------------------------------------- lifecycle
     def start(self, bin_dir: Path | None = None) -> ClusterState:
         started = time.monotonic()
