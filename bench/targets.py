@@ -4,7 +4,7 @@
 two fresh local control planes on this host, a management cluster and a workload cluster, both
 with a kube-apiserver audit log. In the management cluster it runs both services as in the e2e
 tests (``tests/harness.py``: each as its chart ServiceAccount, the webhook registered over TLS, the
-controller with ``TARGET_SERVER_ALLOW_LIST=https://127.0.0.1:*``), and puts the workload cluster's
+services with ``TARGET_SERVER_ALLOW_LIST=https://127.0.0.1:*``), and puts the workload cluster's
 kubeconfig in a Secret that instances name with ``atc.yoke.cd/kubeconfig-secret`` (docs/targets.md,
 ``tests/e2e/test_targets.py``). Then, with the ``multi`` test flight (spec
 ``{"configMaps": {"a": "1"}}``; ``--deployment`` adds ``replicas: 1``, a Deployment child):
@@ -323,7 +323,8 @@ async def run(
         pki = Path(management.runtime_dir) / "pki"
         harness = Harness(kube, namespace, kubeconfig, work / "cache", build, run_service, pki)
         try:
-            await harness.start_atc(TARGET_SERVER_ALLOW_LIST=LOOPBACK_SERVERS)
+            allowed = {"TARGET_SERVER_ALLOW_LIST": LOOPBACK_SERVERS}
+            await harness.start_atc(webhook_env=allowed, **allowed)
             identities = await harness.identities()
             account = f"system:serviceaccount:{namespace}"
             bench = Bench(

@@ -64,7 +64,8 @@ async def put_kubeconfig(harness: Harness, data: bytes, name: str = KUBECONFIG_S
 
 
 async def start(harness: Harness) -> None:
-    await harness.start_atc(TARGET_SERVER_ALLOW_LIST=LOOPBACK_SERVERS)
+    allowed = {"TARGET_SERVER_ALLOW_LIST": LOOPBACK_SERVERS}
+    await harness.start_atc(webhook_env=allowed, **allowed)
 
 
 async def ready_airway(harness: Harness, flight: str, **spec: Any) -> AirwayRef:
@@ -242,3 +243,31 @@ async def test_a_workload_api_server_restart_is_reported_and_converges(
         return bool((await workload.kube.get(path))["data"] == {"value": "2"})
 
     await eventually(restored, timeout=60, what="drift repaired after the workload API server came back")
+
+
+async def test_admission_dry_runs_a_targeted_instance_in_the_workload_cluster(
+    harness: Harness, workload: Workload
+) -> None:
+    """The namespace exists here but not in the workload cluster: the dry run there refuses the instance."""
+    await start(harness)
+    ref = await ready_airway(harness, "multi")
+    elsewhere = f"{harness.namespace}-x"
+    await harness.kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": elsewhere}})
+    try:
+        kubeconfig = await asyncio.to_thread(workload.kubeconfig.read_bytes)
+        secret = {"metadata": {"name": KUBECONFIG_SECRET}, "data": {"value": base64.b64encode(kubeconfig).decode()}}
+        await harness.kube.request("POST", f"/api/v1/namespaces/{elsewhere}/secrets", body=secret)
+        body = {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "metadata": {"name": "nowhere", "namespace": elsewhere, **targeted()},
+            "spec": {"configMaps": {"a": "1"}},
+        }
+        with pytest.raises(KubeError) as refused:
+            await harness.kube.request("POST", ref.collection(elsewhere), body=body)
+        assert f'namespaces "{elsewhere}" not found' in refused.value.message
+        await workload.kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": elsewhere}})
+        created = await harness.kube.request("POST", ref.collection(elsewhere), body=body)  # now it can go there
+        assert created["metadata"]["name"] == "nowhere"
+    finally:
+        await harness.kube.request("DELETE", f"/api/v1/namespaces/{elsewhere}")

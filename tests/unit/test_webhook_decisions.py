@@ -28,6 +28,7 @@ from webhook_fakes import (
 
 from atc.k8s.signals import ChildChange
 from atc.model.specs import AirwaySpec, FlightSpec, Mode
+from atc.model.target import TargetRef
 from atc.model.types import Object
 from atc_webhook.admission import Review, Verdict
 from atc_webhook.caches import FLIGHT_KINDS, AirwayInfo, InstanceInfo
@@ -468,23 +469,28 @@ def annotated(obj: Object, **annotations: str) -> Object:
     return obj
 
 
-def skipped(ref: str) -> tuple[str, ...]:
-    return (f"dry run skipped: the resources deploy to the cluster of kubeconfig Secret {ref}",)
+def dry_run_target(effect: object) -> TargetRef | None:
+    """The cluster a dry-run check goes to (None: this one)."""
+    assert isinstance(effect, DryRunFlight | DryRunInstance)
+    return effect.target
 
 
-def test_a_targeted_flight_is_authorized_and_not_dry_run() -> None:
+def test_a_targeted_flight_is_authorized_and_dry_run_in_its_cluster() -> None:
     flight = annotated(flight_object(), **{SECRET: "kc", KEY: "config"})
     outcome = decide_flight(review("CREATE", None, flight))
-    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
-    assert outcome.effects == (AuthorizeTargetSecret(USER, "ns", "kc"),)
+    assert allowed(outcome, "successful dryrun validation")
+    access, dry_run = outcome.effects
+    assert access == AuthorizeTargetSecret(USER, "ns", "kc")
+    assert dry_run_target(dry_run) == TargetRef("ns", "kc", ("config",))
 
 
 def test_a_targeted_cluster_flight_names_the_secrets_namespace() -> None:
     flight = annotated(flight_object("ClusterFlight"), **{SECRET: "fleet/kc"})
     del flight["metadata"]["namespace"]
     outcome = decide_flight(review("CREATE", None, flight))
-    assert outcome.verdict.warnings == skipped("fleet/kc")
-    assert outcome.effects == (AuthorizeTargetSecret(USER, "fleet", "kc"),)
+    access, dry_run = outcome.effects
+    assert access == AuthorizeTargetSecret(USER, "fleet", "kc")
+    assert dry_run_target(dry_run) == TargetRef("fleet", "kc")
 
 
 @pytest.mark.parametrize(
@@ -535,13 +541,13 @@ def test_an_unrelated_update_of_a_targeted_object_asks_nothing() -> None:
     old = annotated(flight_object(), **{SECRET: "kc"})
     new = annotated(flight_object(), **{SECRET: "kc", "team": "blue"})
     outcome = decide_flight(review("UPDATE", old, new))
-    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
-    assert outcome.effects == ()  # no access review, no dry run
+    [dry_run] = outcome.effects  # no access review; the dry run, in the Secret's cluster
+    assert dry_run_target(dry_run) == TargetRef("ns", "kc")
     instance = decide_instance(
         review("UPDATE", backend(**{SECRET: "kc"}), backend(**{SECRET: "kc", "team": "blue"})), airway_with_flight()
     )
-    assert instance.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
-    assert instance.effects == ()
+    [dry_run] = instance.effects
+    assert dry_run_target(dry_run) == TargetRef("ns", "kc")
 
 
 def test_an_object_being_deleted_may_change_its_target_but_is_authorized() -> None:
@@ -550,7 +556,7 @@ def test_an_object_being_deleted_may_change_its_target_but_is_authorized() -> No
     new["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     outcome = decide_flight(review("UPDATE", old, new))
     assert outcome.verdict.allowed
-    assert outcome.effects == (AuthorizeTargetSecret(USER, "ns", "kc2"),)
+    assert outcome.effects[0] == AuthorizeTargetSecret(USER, "ns", "kc2")
     removed = copy.deepcopy(new)
     del removed["metadata"]["annotations"][SECRET]
     outcome = decide_flight(review("UPDATE", old, removed))
@@ -614,11 +620,17 @@ def test_skip_admission_webhook_keeps_only_the_override_check() -> None:
     assert overriding.effects == (AuthorizeOverrides(USER),)
 
 
-def test_a_targeted_instance_is_authorized_for_overrides_and_the_secret_but_not_dry_run() -> None:
+def test_a_targeted_instance_is_authorized_for_overrides_and_the_secret_then_dry_run_in_its_cluster() -> None:
     annotations = {SECRET: "kc", OVERRIDE_MODE: "dynamic"}
-    outcome = decide_instance(review("CREATE", None, backend(**annotations)), airway_with_flight())
-    assert outcome.verdict == Verdict(True, "validation passed", warnings=skipped("ns/kc"))
-    assert outcome.effects == (AuthorizeOverrides(USER), AuthorizeTargetSecret(USER, "ns", "kc"))
+    airway, obj = airway_with_flight(), backend(**annotations)
+    outcome = decide_instance(review("CREATE", None, obj), airway)
+    assert allowed(outcome)
+    spec = AirwaySpec.model_validate(airway["spec"])
+    assert outcome.effects == (
+        AuthorizeOverrides(USER),
+        AuthorizeTargetSecret(USER, "ns", "kc"),
+        DryRunInstance(airway, spec, obj, TargetRef("ns", "kc")),
+    )
 
 
 def test_a_targeted_instance_with_skip_admission_webhook_is_still_authorized() -> None:

@@ -7,6 +7,7 @@ the SubjectAccessReviews (``atc_webhook.validation``) are checked against a reco
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any, cast
@@ -14,7 +15,10 @@ from typing import Any, cast
 import pytest
 
 from atc.k8s.client import KubeError
+from atc.model.target import TargetRef
 from atc.model.types import Object
+from atc.release.takeoff import TakeoffRequest
+from atc.release.targets import TargetError
 from atc_webhook import validation
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, allow, deny, review_response
 from atc_webhook.decisions import AuthorizeOverrides, AuthorizeTargetSecret, Check, DryRunCrd, Outcome
@@ -151,15 +155,94 @@ def targeted_flight_review(secret: str) -> Review:
     return Review("admission.k8s.io/v1", "AdmissionReview", request)
 
 
-@pytest.mark.parametrize("may_read", [True, False])
-async def test_a_targeted_cluster_flight_is_answered_by_the_access_review_alone(may_read: bool) -> None:
-    kube = ReviewingKube(allowed=may_read)
+async def test_a_targeted_cluster_flight_the_user_may_not_read_is_denied_before_any_dry_run() -> None:
+    kube = ReviewingKube(allowed=False)
     verdict = await flights.admit_flight(services_with(kube), targeted_flight_review("fleet/kc"))
     assert kube.asked == [access_review(SECRET_GET)]  # no module load, no dry-run takeoff
-    if may_read:
-        assert verdict.allowed
-        assert verdict.warnings == (
-            "dry run skipped: the resources deploy to the cluster of kubeconfig Secret fleet/kc",
-        )
-    else:
-        assert (verdict.allowed, verdict.reason) == (False, "Forbidden")
+    assert (verdict.allowed, verdict.reason) == (False, "Forbidden")
+
+
+# ----------------------------------------------------------------------------------------------- dry runs there
+class Clusters:
+    """``RemoteClusters`` as a dry run uses it: the cluster of a Secret, or why there is none."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.asked: list[TargetRef] = []
+
+    async def cluster(self, ref: TargetRef) -> Any:
+        self.asked.append(ref)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        if self.answer == "hang":
+            await asyncio.sleep(3600)
+        return self.answer
+
+
+REF = TargetRef("fleet", "kc")
+
+
+async def test_a_dry_run_without_a_target_stays_here() -> None:
+    here: Any = SimpleNamespace(kube="kube", mapper="mapper")
+    place = await validation._place(cast(Any, SimpleNamespace(cluster=here, kube="kube")), None)
+    assert isinstance(place, validation._Place)
+    assert place.cluster is here
+
+
+async def test_a_targeted_dry_run_goes_to_the_secrets_cluster_without_owner_references(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    there: Any = SimpleNamespace(kube="remote-kube", mapper="remote-mapper")
+    clusters = Clusters(there)
+    place = await validation._place(cast(Any, SimpleNamespace(targets=clusters)), REF)
+    assert isinstance(place, validation._Place)
+    assert clusters.asked == [REF]
+    assert place.cluster is there
+    sent: list[tuple[Any, TakeoffRequest]] = []
+
+    async def takeoff(cluster: Any, request: TakeoffRequest) -> Any:
+        sent.append((cluster, request))
+        return SimpleNamespace(warnings=[])
+
+    monkeypatch.setattr(validation, "takeoff", takeoff)
+    request = TakeoffRequest(
+        release="r", namespace="ns", module=cast(Any, None), source_url="", stdin=b"", owner_references=[{"uid": "u"}]
+    )
+    await place.takeoff(request)
+    assert sent[0][0] is there
+    assert sent[0][1].owner_references == ()
+
+
+@pytest.mark.parametrize(
+    ("answer", "warning"),
+    [
+        (
+            TargetError("kubeconfig Secret fleet/kc not found"),
+            "dry run skipped: kubeconfig Secret fleet/kc not found",
+        ),
+        ("hang", "dry run skipped: the target cluster of kubeconfig Secret fleet/kc did not answer within 3s"),
+    ],
+    ids=["unusable", "no answer"],
+)
+async def test_a_target_that_cannot_be_used_admits_with_a_warning(
+    answer: Any, warning: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validation, "TARGET_CONNECT_SECONDS", 0.05)
+    place = await validation._place(cast(Any, SimpleNamespace(targets=Clusters(answer))), REF)
+    expected = warning.replace("within 3s", "within 0s")
+    assert place == Verdict(True, warnings=(expected,))
+
+
+async def test_a_dry_run_there_that_takes_too_long_admits_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def slow(*_: Any) -> Any:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(validation, "takeoff", slow)
+    monkeypatch.setattr(validation, "TARGET_DRY_RUN_SECONDS", 0.05)
+    place = validation._Place(cast(Any, None), cast(Any, None), REF)
+    request = TakeoffRequest(release="r", namespace="ns", module=cast(Any, None), source_url="", stdin=b"")
+    with pytest.raises(TimeoutError):
+        await place.takeoff(request)
+    assert validation._timed_out(REF).warnings == (
+        "dry run skipped: the target cluster of kubeconfig Secret fleet/kc did not finish the dry run within 0s",
+    )

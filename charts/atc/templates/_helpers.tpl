@@ -97,6 +97,8 @@ exempts for the webhook's own dry runs (atc.model.webhook_configs.webhook_servic
   value: /tmp
 - name: MODULE_ALLOW_LIST
   value: {{ join "," .Values.moduleAllowList | quote }}
+- name: TARGET_SERVER_ALLOW_LIST
+  value: {{ join "," .Values.targetServerAllowList | quote }}
 - name: FLIGHT_STDOUT_LIMIT_MIB
   value: {{ .Values.flightStdoutLimitMib | quote }}
 - name: FLIGHT_DEFAULT_MEMORY_MIB

@@ -34,10 +34,4 @@ class ControllerSettings(CommonSettings):
     leader_election_id: str = Field("atc-controller", description="name of the leader election Lease")
     resync_seconds: float = Field(600.0, ge=0, description="re-check every instance this often (0 disables)")
     tls_ca_cert: str = Field("", description="CA certificate of the webhook; its bytes become CRD conversion caBundles")
-    target_server_allow_list: list[str] = Field(
-        default_factory=list,
-        description="comma-separated path.Match globs of API server URLs (e.g. https://*.workload.example:6443) "
-        "that instances and Flights annotated atc.yoke.cd/kubeconfig-secret may deploy to; empty (the default) "
-        "turns deploying to other clusters off (docs/targets.md)",
-    )
     disable_custom_readiness: bool = Field(False, description="ignore readiness rules from labelled ConfigMaps")

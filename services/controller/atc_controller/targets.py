@@ -5,56 +5,46 @@ deploys to another cluster. The flight still runs here; its lookups, the applies
 readiness, the revision history and the drift watches of the modes all use the ``Target`` that
 ``Targets.for_object(obj)`` returns, while the object's status, conditions and Events stay here.
 
-A remote ``Target`` is built from the Secret alone (``atc.k8s.remote.connect_target``: inline
-credentials only, the server on ``TARGET_SERVER_ALLOW_LIST``), so this cluster's credentials never
-reach a target. It is kept per Secret and built again when the Secret's resourceVersion changes; a
-new one is checked with ``GET /api`` before use, so a wrong address or refused credentials give one
-clear ``TargetError`` instead of a failure in the middle of a takeoff.
-Each kubeconfig Secret in use is watched, so fixing or rotating it re-runs its objects at once, and
-a reconcile reads the Secret from that watch (a GET only until the watch has listed it). The
-reconcilers call ``for_object`` and ``unbind``; ``app`` builds ``Targets`` and stops it when
-leadership ends.
+A remote ``Target`` is built from the Secret alone (``atc.release.targets.connect_checked``: inline
+credentials only, the server on ``TARGET_SERVER_ALLOW_LIST``, checked with ``GET /api``), so this
+cluster's credentials never reach a target, and a wrong address or refused credentials give one
+clear ``TargetError`` instead of a failure in the middle of a takeoff. It is kept per Secret and
+built again when the Secret's resourceVersion changes. Each kubeconfig Secret in use is watched, so
+fixing or rotating it re-runs its objects at once, and a reconcile reads the Secret from that watch
+(a GET only until the watch has listed it). The reconcilers call ``for_object`` and ``unbind``;
+``app`` builds ``Targets`` and stops it when leadership ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.discovery import RestMapper
 from atc.k8s.gateway import LoopGateway
 from atc.k8s.refs import ref_of
-from atc.k8s.remote import TargetKubeconfigError, connect_target
 from atc.model.constants import FIELD_MANAGER_ATC
 from atc.model.target import TargetRef, TargetRefError, target_ref
 from atc.model.types import Object
 from atc.release.takeoff import Cluster, TakeoffRequest
-from atc.wasm.globs import path_match
+from atc.release.targets import (
+    TargetError,
+    connect_checked,
+    failure,
+    read_kubeconfig_secret,
+    where,
+    without_owners,
+)
 
 from .children import ChildChange, ChildWatches
 from .core.controller import Manager
 from .external import ExternalWatches
 
 log = logging.getLogger("atc.controller.targets")
-MAX_KUBECONFIG_BYTES = 1 << 20
-
-
-class TargetError(Exception):
-    """The target cluster cannot be used; the message goes on the object's Ready condition.
-
-    ``transient``: the cluster did not answer or refused the credentials, or this cluster's API
-    failed; it may work later. Otherwise the configuration is what is wrong (no such Secret or key,
-    a refused kubeconfig, a server off the allow-list): nothing was or can be deployed with it.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+__all__ = ["Target", "TargetError", "Targets", "for_target"]
 
 
 @dataclass
@@ -85,30 +75,11 @@ class Target:
 
     def where(self) -> str:
         """How messages name the cluster."""
-        return f"the target cluster of kubeconfig Secret {self.name}" if self.remote else "this cluster"
+        return where(self.name)
 
     def failure(self, exc: KubeError) -> str:
         """The condition message of a request to this target that failed."""
-        if exc.status == 0:
-            return f"{self.where()} is unreachable: {exc.message}"
-        if exc.status in (401, 403):
-            return f"{self.where()} refused the kubeconfig's credentials: {exc.message}"
-        return f"{self.where()}: {exc.message}"
-
-
-def _kubeconfig_bytes(secret: Object, ref: TargetRef) -> bytes:
-    data = secret.get("data") if isinstance(secret.get("data"), dict) else {}
-    for key in ref.keys:
-        encoded = (data or {}).get(key)
-        if not isinstance(encoded, str):
-            continue
-        if len(encoded) > MAX_KUBECONFIG_BYTES * 4 // 3 + 4:
-            raise TargetError(f"kubeconfig Secret {ref}: key {key} is larger than 1 MiB")
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise TargetError(f"kubeconfig Secret {ref}: key {key} is not valid base64") from None
-    raise TargetError(f"kubeconfig Secret {ref} has no key {' or '.join(ref.keys)}")
+        return failure(self.name, exc)
 
 
 class Targets:
@@ -155,7 +126,7 @@ class Targets:
 
     async def _remote_target(self, ref: TargetRef, watched: Object | None) -> Target:
         """The target of ``ref``; ``watched`` is the Secret as its watch has it (None: read it now)."""
-        secret = watched if watched is not None else await self._read_secret(ref)
+        secret = watched if watched is not None else await read_kubeconfig_secret(self.local.kube, ref)
         version = str(secret.get("metadata", {}).get("resourceVersion", ""))
         async with self._lock:
             known = self._remote.get(str(ref))
@@ -182,32 +153,11 @@ class Targets:
         if target is not None:
             target.external_watches.follow(controller, key, set())
 
-    async def _read_secret(self, ref: TargetRef) -> Object:
-        path = f"/api/v1/namespaces/{ref.namespace}/secrets/{ref.name}"
-        try:
-            return await self.local.kube.get(path)
-        except KubeError as exc:
-            if exc.not_found:
-                raise TargetError(f"kubeconfig Secret {ref} not found") from None
-            if exc.status == 403:
-                raise TargetError(f"the controller may not read kubeconfig Secret {ref}") from None
-            raise TargetError(f"failed to read kubeconfig Secret {ref}: {exc.message}", transient=True) from None
-
     async def _connect(self, ref: TargetRef, secret: Object, version: str) -> Target:
-        data = _kubeconfig_bytes(secret, ref)
-        try:
-            kube = await connect_target(
-                data, allowed_servers=self._allowed_servers, match=path_match, field_manager=FIELD_MANAGER_ATC
-            )
-        except TargetKubeconfigError as exc:
-            raise TargetError(f"kubeconfig Secret {ref}: {exc}") from None
+        kube = await connect_checked(
+            ref, secret, allowed_servers=self._allowed_servers, field_manager=FIELD_MANAGER_ATC
+        )
         target = self._target(str(ref), kube, version)
-        try:
-            await kube.get("/api")
-        except KubeError as exc:
-            message = target.failure(exc)
-            await self._close(target)
-            raise TargetError(message, transient=True) from None
         log.info("connected to a target cluster", extra={"secret": str(ref)})
         return target
 
@@ -242,9 +192,5 @@ class Targets:
 
 
 def for_target(request: TakeoffRequest, target: Target) -> TakeoffRequest:
-    """``request`` as it deploys to ``target``: no ownerReferences in another cluster.
-
-    The owner (the instance or Flight) is an object of this cluster; the target's garbage collector
-    would find no such owner there and delete the children.
-    """
-    return replace(request, owner_references=()) if target.remote else request
+    """``request`` as it deploys to ``target``: without ownerReferences in another cluster."""
+    return without_owners(request) if target.remote else request

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from atc.k8s.client import KubeClient
 from atc.release.invocation import FlightDefaults
 from atc.release.takeoff import Cluster
+from atc.release.targets import RemoteClusters
 from atc.wasm.cache import ModuleCache
 
 from .caches import WebhookCaches
@@ -31,6 +32,7 @@ class FlightServices:
     modules: ModuleCache
     allow_list: tuple[str, ...] = ()
     defaults: FlightDefaults = field(default_factory=FlightDefaults)
+    targets: RemoteClusters | None = None  # clusters of kubeconfig Secrets, for dry runs of targeted objects
 
     @property
     def kube(self) -> KubeClient:

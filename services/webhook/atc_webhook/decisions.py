@@ -20,8 +20,8 @@ Decisions:
   Flight and per-Airway instance webhooks. Flights and instances may name a kubeconfig Secret
   (``atc.model.target``, ``target_rules``): it must be well-formed, cannot change, the requesting
   user must be able to read it (``AuthorizeTargetSecret``, asked when it is set on CREATE or
-  changes), and their dry-run takeoff is skipped with a warning (the resources go to a cluster the
-  webhook does not reach).
+  changes), and their dry-run takeoff goes to that Secret's cluster (skipped with a warning when
+  that cluster cannot be used).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from atc.model.target import (
 from atc.model.types import Object
 from atc.release.invocation import timeout_seconds
 
-from .admission import VALIDATION_PASSED, Review, Verdict, allow, deny
+from .admission import Review, Verdict, allow, deny
 from .caches import InstanceInfo, effective_mode
 from .comparison import annotations_message, annotations_of, changed_yoke_annotations, is_noop_update, modifies_desired
 
@@ -122,7 +122,8 @@ class DryRunCrd:
 
 @dataclass(frozen=True)
 class DryRunFlight:
-    """Load the Flight's module and dry-run its takeoff; deny with the reason if either fails.
+    """Load the Flight's module and dry-run its takeoff; deny with the reason if either fails (a
+    targeted Flight's dry run goes to its cluster, as ``DryRunInstance``'s).
 
     ``mode`` is the Flight's: outside ``standard`` the children carry its ``instanceRef``, as the
     controller's takeoff stamps them.
@@ -133,15 +134,21 @@ class DryRunFlight:
     spec: FlightSpec
     timeout: float | None
     mode: Mode = "standard"
+    target: TargetRef | None = None  # the kubeconfig Secret of the cluster it deploys to (None: this one)
 
 
 @dataclass(frozen=True)
 class DryRunInstance:
-    """Load the instance's flight module and dry-run its takeoff; deny with the reason if either fails."""
+    """Load the instance's flight module and dry-run its takeoff; deny with the reason if either fails.
+
+    ``target``: the kubeconfig Secret of the cluster it deploys to (None: this one); the dry run goes
+    there, or is skipped with a warning when that cluster cannot be used.
+    """
 
     airway: Object
     spec: AirwaySpec
     instance: Object
+    target: TargetRef | None = None
 
 
 Check = AuthorizeOverrides | AuthorizeTargetSecret | ValidateAirwayModules | DryRunCrd | DryRunFlight | DryRunInstance
@@ -312,11 +319,6 @@ class Target:
     ref: TargetRef | None = None
     checks: tuple[Check, ...] = ()
 
-    def skipped_dry_run(self, verdict: Verdict) -> Verdict:
-        """``verdict`` with the warning that the dry run was not made (the resources go elsewhere)."""
-        warning = f"dry run skipped: the resources deploy to the cluster of kubeconfig Secret {self.ref}"
-        return replace(verdict, warnings=(*verdict.warnings, warning))
-
 
 def target_rules(review: Review) -> Target:
     """The kubeconfig Secret rules of the instance and Flight webhooks (docs/webhook.md).
@@ -360,8 +362,7 @@ def flight_mode_problem(flight: Object) -> str:
 
 def decide_flight(review: Review) -> Outcome[Check]:
     """``/validations/flights.yoke.cd``: the spec and its timeout parse, the mode annotation is valid, the
-    kubeconfig Secret rules (``target_rules``) hold, then a dry-run takeoff (skipped, with a warning, for a
-    Flight that deploys to another cluster).
+    kubeconfig Secret rules (``target_rules``) hold, then a dry-run takeoff (in the cluster it deploys to).
 
     A Flight's mode needs no SubjectAccessReview: whoever may write the Flight owns its children. A
     Flight being deleted is not held to its mode annotation, so its finalizers can always be removed.
@@ -381,10 +382,9 @@ def decide_flight(review: Review) -> Outcome[Check]:
     targeted = target_rules(review)
     if targeted.denial is not None:
         return Outcome(targeted.denial)
-    if targeted.ref is not None:
-        return Outcome(targeted.skipped_dry_run(allow(VALIDATION_PASSED)), targeted.checks)
     mode = effective_mode(annotations_of(flight), "standard")
-    return Outcome(allow(FLIGHT_DRY_RUN_PASSED), (DryRunFlight(flight, kind, spec, timeout, mode),))
+    dry_run = DryRunFlight(flight, kind, spec, timeout, mode, targeted.ref)
+    return Outcome(allow(FLIGHT_DRY_RUN_PASSED), (*targeted.checks, dry_run))
 
 
 # ----------------------------------------------------------------------------------------------- instances
@@ -407,8 +407,7 @@ def decide_instance(review: Review, airway: Object) -> Outcome[Check]:
     Airway update rights, then a dry-run takeoff.
 
     ``airway`` is the cached Airway the instance belongs to; with ``skipAdmissionWebhook`` only the
-    access checks are made; an instance that deploys to another cluster is not dry-run (a warning
-    says so).
+    access checks are made; an instance that deploys to another cluster is dry-run there.
     """
     targeted = target_rules(review)
     if targeted.denial is not None:
@@ -420,6 +419,4 @@ def decide_instance(review: Review, airway: Object) -> Outcome[Check]:
     spec = AirwaySpec.model_validate(airway["spec"])
     if spec.skip_admission_webhook:
         return Outcome(allow(ADMISSION_SKIPPED), checks)
-    if targeted.ref is not None:
-        return Outcome(targeted.skipped_dry_run(allow()), checks)
-    return Outcome(allow(), (*checks, DryRunInstance(airway, spec, review.object or {})))
+    return Outcome(allow(), (*checks, DryRunInstance(airway, spec, review.object or {}, targeted.ref)))

@@ -41,6 +41,7 @@ from atc.k8s.client import KubeClient
 from atc.k8s.discovery import RestMapper
 from atc.model.constants import FIELD_MANAGER_ATC
 from atc.release.takeoff import Cluster
+from atc.release.targets import RemoteClusters
 from atc.service.docker_secret import docker_config_watch
 from atc.service.heap import freeze_long_lived
 from atc.service.runtime import flight_defaults, module_cache
@@ -141,6 +142,8 @@ def _lifespan(context: WebhookContext) -> Callable[[FastAPI], AbstractAsyncConte
             await asyncio.gather(*tasks, return_exceptions=True)
             if context.flights is not None:
                 context.flights.cluster.engine.close()
+                if context.flights.targets is not None:
+                    await context.flights.targets.close()
 
     return lifespan
 
@@ -206,15 +209,19 @@ def build_context(settings: WebhookSettings, kube: KubeClient, files: TlsFiles) 
 
 
 def _flight_services(settings: WebhookSettings, kube: KubeClient) -> FlightServices:
-    """The flight runtime: engine, module cache under CACHE_FS, discovery."""
+    """The flight runtime: engine, module cache under CACHE_FS, discovery, and the clusters of kubeconfig Secrets."""
     mapper = RestMapper(kube)
     engine = FlightEngine()
     modules = module_cache(settings, engine)
+    targets = RemoteClusters(
+        kube, engine, allowed_servers=settings.target_server_allow_list, field_manager=FIELD_MANAGER_ATC
+    )
     return FlightServices(
         Cluster(kube, mapper, engine),
         modules,
         allow_list=tuple(settings.module_allow_list),
         defaults=flight_defaults(settings),
+        targets=targets,
     )
 
 

@@ -9,7 +9,10 @@
 - ``DryRunCrd``: a server-side dry-run apply of the Airway's CRD;
 - ``DryRunFlight`` / ``DryRunInstance``: the module is loaded (waiting a bounded time for a compile),
   then the takeoff pipeline runs as a dry run (flight run, then a dry-run apply of every stage), so a
-  bad input is refused with the flight's own error text before it is stored.
+  bad input is refused with the flight's own error text before it is stored. An object annotated
+  ``atc.yoke.cd/kubeconfig-secret`` is dry-run in that Secret's cluster (``atc.release.targets``:
+  its lookups and dry-run applies go there); when that cluster cannot be used (a refused kubeconfig,
+  no answer within a few seconds) the request is admitted with a warning saying why.
 
 A module that cannot be loaded denies the request with the reason instead of failing the webhook
 call with HTTP 404 as yoke does (docs/compatibility.md). Called by ``atc_webhook.routers.flights``.
@@ -19,17 +22,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import assert_never
 
 from atc.k8s.client import KubeError
 from atc.k8s.gateway import LoopGateway
 from atc.model.constants import FIELD_MANAGER_APPLY
 from atc.model.gocompat import DurationError
-from atc.model.target import ANNOTATION_KUBECONFIG_SECRET
+from atc.model.target import ANNOTATION_KUBECONFIG_SECRET, TargetRef
 from atc.model.types import Object
 from atc.release.flight_request import flight_takeoff_request
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
-from atc.release.takeoff import TakeoffError, takeoff
+from atc.release.takeoff import Cluster, TakeoffError, TakeoffRequest, TakeoffResult, takeoff
+from atc.release.targets import TargetError, where, without_owners
 from atc.wasm.cache import LoadedModule
 from atc.wasm.errors import ModuleError, ModuleNotAllowedError
 
@@ -54,6 +59,10 @@ AIRWAY_UPDATE = {"verb": "update", "group": "yoke.cd", "version": "v1alpha1", "r
 # How long a dry run waits for its module to compile: the API server gives an instance's webhook
 # 10 s and the Flight webhook 30 s (atc.model.webhook_configs), and the dry run itself needs some of that.
 INSTANCE_MODULE_WAIT_SECONDS = 7.0
+# A dry run in another cluster (docs/targets.md): connecting, then the takeoff there, each bounded, so
+# an unreachable cluster admits with a warning before the API server's 10 s are up.
+TARGET_CONNECT_SECONDS = 3.0
+TARGET_DRY_RUN_SECONDS = 5.0
 FLIGHT_MODULE_WAIT_SECONDS = 25.0
 
 
@@ -189,6 +198,49 @@ def _gateway(services: FlightServices) -> LoopGateway:
     return LoopGateway(services.kube, services.cluster.mapper, asyncio.get_running_loop())
 
 
+# ----------------------------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class _Place:
+    """Where a dry run goes: this cluster, or the cluster of the object's kubeconfig Secret."""
+
+    cluster: Cluster
+    gateway: LoopGateway
+    target: TargetRef | None = None
+
+    def request(self, request: TakeoffRequest) -> TakeoffRequest:
+        return request if self.target is None else without_owners(request)
+
+    async def takeoff(self, request: TakeoffRequest) -> TakeoffResult:
+        """The dry-run takeoff; in another cluster bounded by ``TARGET_DRY_RUN_SECONDS``."""
+        if self.target is None:
+            return await takeoff(self.cluster, request)
+        return await asyncio.wait_for(takeoff(self.cluster, self.request(request)), TARGET_DRY_RUN_SECONDS)
+
+
+def _skipped(reason: str) -> Verdict:
+    """Admitted without a dry run: the cluster the object deploys to could not be used (docs/targets.md)."""
+    return Verdict(True, warnings=(f"dry run skipped: {reason}",))
+
+
+async def _place(services: FlightServices, target: TargetRef | None) -> _Place | Verdict:
+    """Where the dry run goes, or the warning that it cannot be made."""
+    if target is None:
+        return _Place(services.cluster, _gateway(services))
+    if services.targets is None:
+        return _skipped(f"{where(str(target))} is not reachable from this webhook")
+    try:
+        cluster = await asyncio.wait_for(services.targets.cluster(target), TARGET_CONNECT_SECONDS)
+    except TargetError as exc:
+        return _skipped(str(exc))
+    except TimeoutError:
+        return _skipped(f"{where(str(target))} did not answer within {TARGET_CONNECT_SECONDS:.0f}s")
+    return _Place(cluster, LoopGateway(cluster.kube, cluster.mapper, asyncio.get_running_loop()), target)
+
+
+def _timed_out(target: TargetRef | None) -> Verdict:
+    return _skipped(f"{where(str(target))} did not finish the dry run within {TARGET_DRY_RUN_SECONDS:.0f}s")
+
+
 # ----------------------------------------------------------------------------------------------- flights
 async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdict | None:
     """Deny when the Flight's module cannot be loaded or its dry-run takeoff fails."""
@@ -200,6 +252,9 @@ async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdi
         return deny("Forbidden", str(exc))
     except ModuleError as exc:
         return deny("InternalError", str(exc))
+    place = await _place(services, check.target)
+    if isinstance(place, Verdict):
+        return place
     request = flight_takeoff_request(
         check.flight,
         check.kind,
@@ -207,14 +262,16 @@ async def dry_run_flight(services: FlightServices, check: DryRunFlight) -> Verdi
         module,
         timeout=check.timeout,
         defaults=services.defaults,
-        gateway=_gateway(services),
+        gateway=place.gateway,
         dry_run=True,
         mode=check.mode,
     )
     try:
-        result = await takeoff(services.cluster, request)
+        result = await place.takeoff(request)
     except TakeoffError as exc:
         return deny("BadRequest", str(exc))
+    except TimeoutError:
+        return _timed_out(check.target)
     return _passed(result.warnings)
 
 
@@ -224,16 +281,21 @@ async def dry_run_instance(services: FlightServices, check: DryRunInstance) -> V
     try:
         load = load_instance_module(services.modules, check.spec, check.instance)
         module = await _loaded_within(INSTANCE_MODULE_WAIT_SECONDS, load)
+        place = await _place(services, check.target)
+        if isinstance(place, Verdict):
+            return place
         request = instance_takeoff_request(
             check.airway,
             check.spec,
             check.instance,
             module,
             defaults=services.defaults,
-            gateway=_gateway(services),
+            gateway=place.gateway,
             dry_run=True,
         )
-        result = await takeoff(services.cluster, request)
+        result = await place.takeoff(request)
+    except TimeoutError:
+        return _timed_out(check.target)
     except ObjectPathError as exc:
         return deny("Invalid", f"failed to get object path: {exc.detail}")
     except ModuleNotAllowedError as exc:

@@ -269,12 +269,16 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         trust_env: bool = True,
         follow_redirects: bool = True,
+        connect_timeout: float | None = None,
     ) -> None:
         """``trust_env=False`` ignores proxy variables and ``~/.netrc``; ``follow_redirects=False`` returns a
-        3xx as it is. ``atc.k8s.remote`` turns both off for other clusters' kubeconfigs."""
+        3xx as it is; ``connect_timeout`` bounds opening a connection (else only the OS does, for a
+        host that drops packets about two minutes). ``atc.k8s.remote`` sets all three for other
+        clusters' kubeconfigs."""
         self.configuration = endpoint  # ``configuration.host``, as on kubernetes-asyncio's ApiClient
         self.default_headers = {**(headers or {}), "User-Agent": user_agent}
         self._follow_redirects = follow_redirects
+        self._connect_timeout = connect_timeout
         connector = aiohttp.TCPConnector(limit=CONNECTION_POOL_SIZE, ssl=endpoint.ssl_context())
         self._session = aiohttp.ClientSession(connector=connector, trust_env=trust_env, read_bufsize=READ_BUFFER_BYTES)
 
@@ -308,6 +312,13 @@ class Transport:
             timeout = _request_timeout
         elif _request_timeout:
             timeout = aiohttp.ClientTimeout(total=_request_timeout)
+        if self._connect_timeout is not None and timeout.sock_connect is None:
+            timeout = aiohttp.ClientTimeout(
+                total=timeout.total,
+                connect=timeout.connect,
+                sock_read=timeout.sock_read,
+                sock_connect=self._connect_timeout,
+            )
         data: Any = None
         if method in BODY_METHODS:
             content_type = headers["Content-Type"]

@@ -53,6 +53,7 @@ from atc.k8s.connection import Endpoint, Transport
 MAX_KUBECONFIG_BYTES = 1 << 20  # 1 MiB
 MAX_YAML_DEPTH = 64  # a kubeconfig nests about 6 levels; deeper input would only exhaust the composer's stack
 ALLOW_LIST_SETTING = "TARGET_SERVER_ALLOW_LIST"
+CONNECT_TIMEOUT_SECONDS = 10.0  # a target that drops packets is "unreachable" after this, not after the OS gives up
 DEFAULT_USER_AGENT = "atc-controller"
 
 # Accepted keys; the other known keys get a message of their own (``_REFUSED_*``), unknown ones a generic one.
@@ -126,7 +127,13 @@ async def connect_target(
     """A ``KubeClient`` for the target cluster of ``data``; close it (``await client.close()`` or
     ``async with``). Nothing is sent before the first request."""
     endpoint = target_endpoint(data, allowed_servers=allowed_servers, match=match)
-    transport = Transport(endpoint, user_agent=user_agent, trust_env=False, follow_redirects=False)
+    transport = Transport(
+        endpoint,
+        user_agent=user_agent,
+        trust_env=False,
+        follow_redirects=False,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    )
     return KubeClient(transport, field_manager=field_manager)
 
 

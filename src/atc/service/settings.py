@@ -281,6 +281,13 @@ class CommonSettings(SettingsBase):
     module_allow_list: list[str] = Field(
         default_factory=list, description="comma-separated path.Match globs a module URL must match"
     )
+    target_server_allow_list: list[str] = Field(
+        default_factory=list,
+        description="comma-separated path.Match globs of API server URLs (e.g. https://*.workload.example:6443) "
+        "that instances and Flights annotated atc.yoke.cd/kubeconfig-secret may deploy to (the controller "
+        "applies there, the webhook dry-runs there); empty (the default) turns deploying to other clusters off "
+        "(docs/targets.md)",
+    )
     module_verification_keys_path: str = Field(
         "",
         description="file holding a JSON array of PEM keys (public, or private whose public half is used); when "

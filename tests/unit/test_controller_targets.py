@@ -17,6 +17,7 @@ import pytest
 
 from atc.k8s.client import KubeError
 from atc.model.types import Object
+from atc.release import targets as release_targets
 from atc.release.takeoff import TakeoffRequest
 from atc_controller import targets as targets_module
 from atc_controller.targets import Target, TargetError, Targets, for_target
@@ -113,7 +114,7 @@ def connecting(monkeypatch: pytest.MonkeyPatch, remote: RemoteKube | None = None
         seen.append(data)
         return remote or RemoteKube()
 
-    monkeypatch.setattr(targets_module, "connect_target", connect)
+    monkeypatch.setattr(release_targets, "connect_target", connect)
     return seen
 
 
