@@ -22,9 +22,9 @@ kubeconfig in a Secret that instances name with ``atc.yoke.cd/kubeconfig-secret`
    controller); in the workload cluster the management cluster's webhook never sees the edit, and
    the controller's own child watch in that cluster is the signal.
 3. **API requests per create**, from the two audit logs (Lease requests left out): the controller's
-   and the webhook's requests to the management cluster (by ServiceAccount), and the controller's
-   to the workload cluster (by its target client's user agent, ``atc-controller``), per create of
-   each block of step 1.
+   and the webhook's requests to the management cluster (by ServiceAccount), and theirs to the
+   workload cluster (by their target clients' user agents, ``atc-controller`` and ``atc-webhook``),
+   per create of each block of step 1.
 
 It prints p50/p90/max and the target/local ratio as Markdown tables, after a header naming the
 machine (both control planes, both services and this script share it). Results go to
@@ -70,7 +70,8 @@ MERGE = "application/merge-patch+json"
 SECRET_ANNOTATION = "atc.yoke.cd/kubeconfig-secret"
 KUBECONFIG_SECRET = "workload-kubeconfig"
 LOOPBACK_SERVERS = "https://127.0.0.1:*"
-TARGET_USER_AGENT = "atc-controller"  # atc.k8s.remote's default: the controller's client for a target cluster
+CONTROLLER_USER_AGENT = "atc-controller"  # the user agents of the services' clients for a target cluster
+WEBHOOK_USER_AGENT = "atc-webhook"
 DESIRED = {"value": "1"}
 SIDES = ("local", "target")
 
@@ -203,13 +204,14 @@ class Bench:
         return await ready.wait(name, self.timeout) - started
 
     def requests(self, side: str, creates: int) -> dict[str, Any]:
-        """Requests since the last call, per create: the services' to the management cluster, the controller's
-        to the workload cluster."""
+        """Requests since the last call, per create: the services' to the management cluster and to the
+        workload cluster."""
         management, workload = self.audits["management"].take(), self.audits["workload"].take()
         counts = {
             "controller_to_management": count_requests(management, by_user(self.controller_user)),
             "webhook_to_management": count_requests(management, by_user(self.webhook_user)),
-            "controller_to_workload": count_requests(workload, by_user_agent(TARGET_USER_AGENT)),
+            "controller_to_workload": count_requests(workload, by_user_agent(CONTROLLER_USER_AGENT)),
+            "webhook_to_workload": count_requests(workload, by_user_agent(WEBHOOK_USER_AGENT)),
         }
         result: dict[str, Any] = {"side": side, "creates": creates}
         for key, counter in counts.items():
@@ -383,6 +385,7 @@ REQUEST_ROWS = (
     ("controller → management cluster", "controller_to_management"),
     ("controller → workload cluster", "controller_to_workload"),
     ("webhook → management cluster", "webhook_to_management"),
+    ("webhook → workload cluster (its dry run)", "webhook_to_workload"),
     ("total", "total"),
 )
 

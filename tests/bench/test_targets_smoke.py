@@ -33,6 +33,7 @@ ROW_LABELS = (
     "controller → management cluster",
     "controller → workload cluster",
     "webhook → management cluster",
+    "webhook → workload cluster (its dry run)",
     "total",
 )
 
@@ -66,4 +67,6 @@ def test_targets_bench_converges_on_both_clusters() -> None:
     requests = creates["requests_per_create"]
     assert requests["local"]["controller_to_workload"] == 0
     assert requests["target"]["controller_to_workload"] >= 1  # at least the ConfigMap's apply
+    assert requests["local"]["webhook_to_workload"] == 0
+    assert requests["target"]["webhook_to_workload"] >= 1  # at least the dry-run apply
     assert requests["local"]["controller_to_management"] >= 1

@@ -66,7 +66,12 @@ def connected(monkeypatch: pytest.MonkeyPatch) -> list[Remote]:
 
 def clusters(secrets: Secrets, limit: int = 2) -> RemoteClusters:
     return RemoteClusters(
-        cast(Any, secrets), cast(Any, "engine"), allowed_servers=["https://*"], field_manager="m", limit=limit
+        cast(Any, secrets),
+        cast(Any, "engine"),
+        allowed_servers=["https://*"],
+        field_manager="m",
+        user_agent="atc-webhook",
+        limit=limit,
     )
 
 

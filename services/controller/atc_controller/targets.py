@@ -44,6 +44,7 @@ from .core.controller import Manager
 from .external import ExternalWatches
 
 log = logging.getLogger("atc.controller.targets")
+USER_AGENT = "atc-controller"  # how the controller shows in a workload cluster's audit log
 __all__ = ["Target", "TargetError", "Targets", "for_target"]
 
 
@@ -155,7 +156,11 @@ class Targets:
 
     async def _connect(self, ref: TargetRef, secret: Object, version: str) -> Target:
         kube = await connect_checked(
-            ref, secret, allowed_servers=self._allowed_servers, field_manager=FIELD_MANAGER_ATC
+            ref,
+            secret,
+            allowed_servers=self._allowed_servers,
+            field_manager=FIELD_MANAGER_ATC,
+            user_agent=USER_AGENT,
         )
         target = self._target(str(ref), kube, version)
         log.info("connected to a target cluster", extra={"secret": str(ref)})

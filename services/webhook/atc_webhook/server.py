@@ -214,7 +214,11 @@ def _flight_services(settings: WebhookSettings, kube: KubeClient) -> FlightServi
     engine = FlightEngine()
     modules = module_cache(settings, engine)
     targets = RemoteClusters(
-        kube, engine, allowed_servers=settings.target_server_allow_list, field_manager=FIELD_MANAGER_ATC
+        kube,
+        engine,
+        allowed_servers=settings.target_server_allow_list,
+        field_manager=FIELD_MANAGER_ATC,
+        user_agent="atc-webhook",
     )
     return FlightServices(
         Cluster(kube, mapper, engine),

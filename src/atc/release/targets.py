@@ -98,15 +98,19 @@ def kubeconfig_bytes(secret: Object, ref: TargetRef) -> bytes:
 
 
 async def connect_checked(
-    ref: TargetRef, secret: Object, *, allowed_servers: Sequence[str], field_manager: str
+    ref: TargetRef, secret: Object, *, allowed_servers: Sequence[str], field_manager: str, user_agent: str
 ) -> KubeClient:
-    """A client for the cluster of ``secret``'s kubeconfig, once ``GET /api`` answered with its credentials."""
+    """A client for the cluster of ``secret``'s kubeconfig, once ``GET /api`` answered with its credentials.
+
+    ``user_agent`` names the service in the target's audit log (``atc-controller``, ``atc-webhook``).
+    """
     try:
         kube = await connect_target(
             kubeconfig_bytes(secret, ref),
             allowed_servers=allowed_servers,
             match=path_match,
             field_manager=field_manager,
+            user_agent=user_agent,
         )
     except TargetKubeconfigError as exc:
         raise TargetError(f"kubeconfig Secret {ref}: {exc}") from None
@@ -151,6 +155,7 @@ class RemoteClusters:
         *,
         allowed_servers: Sequence[str],
         field_manager: str,
+        user_agent: str,
         readiness: CustomReadiness | None = None,
         limit: int = DEFAULT_REMOTE_CLUSTERS,
     ) -> None:
@@ -158,6 +163,7 @@ class RemoteClusters:
         self._engine = engine
         self._allowed_servers = tuple(allowed_servers)
         self._field_manager = field_manager
+        self._user_agent = user_agent
         self._readiness = readiness
         self._limit = limit
         self._clusters: OrderedDict[str, tuple[str, Cluster]] = OrderedDict()
@@ -178,7 +184,11 @@ class RemoteClusters:
                 del self._clusters[key]
                 await known[1].kube.close()
             kube = await connect_checked(
-                ref, secret, allowed_servers=self._allowed_servers, field_manager=self._field_manager
+                ref,
+                secret,
+                allowed_servers=self._allowed_servers,
+                field_manager=self._field_manager,
+                user_agent=self._user_agent,
             )
             cluster = Cluster(kube, RestMapper(kube), self._engine, self._readiness)
             self._clusters[key] = (version, cluster)
