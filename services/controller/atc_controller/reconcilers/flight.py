@@ -92,16 +92,27 @@ class FlightReconciler(ModeFollowing):
             await add_finalizer(self.context.kube, self._path(flight), flight, FINALIZER_INSTANCE)
             return Result()
         spec = FlightSpec.model_validate(flight.get("spec") or {})
-        drift = spec.fix_drift_seconds
-        try:
-            target = await self.context.targets.for_object(self.controller_name, key, flight)
-        except TargetError as exc:
-            if meta.get("deletionTimestamp") and not exc.transient:
-                return await self._let_go(key, flight, str(exc))
-            await self._fail(flight, str(exc), drift)
+        target = await self._target(key, flight, spec)
+        if target is None:
+            return Result()  # let go: its target is gone for good
         if meta.get("deletionTimestamp"):
             await self._delete(key, flight, spec, target)
             return Result()
+        return await self._deploy(key, flight, spec, target)
+
+    async def _target(self, key: str, flight: Object, spec: FlightSpec) -> Target | None:
+        """The cluster the Flight deploys to; None when it is being deleted and that cluster is gone for good."""
+        try:
+            return await self.context.targets.for_object(self.controller_name, key, flight)
+        except TargetError as exc:
+            if flight["metadata"].get("deletionTimestamp") and not exc.transient:
+                await self._let_go(key, flight, str(exc))
+                return None
+            await self._fail(flight, str(exc), spec.fix_drift_seconds)
+
+    async def _deploy(self, key: str, flight: Object, spec: FlightSpec, target: Target) -> Result:
+        """Run the takeoff, then report the inventory and the Ready condition."""
+        drift = spec.fix_drift_seconds
         state = self.states.setdefault(key, ModeState())
         state.mode = annotated_mode(flight)
         try:
@@ -215,13 +226,12 @@ class FlightReconciler(ModeFollowing):
 
         await update_status(self.context.kube, self._path(flight), generation, change)
 
-    async def _let_go(self, key: str, flight: Object, message: str) -> Result:
+    async def _let_go(self, key: str, flight: Object, message: str) -> None:
         """A Flight being deleted whose target is wrongly configured for good: nothing can reach it with that."""
         await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
         self.context.events.record(flight, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
         self.states.pop(key, None)
         self.context.targets.unbind(self.controller_name, key)
-        return Result()
 
     async def _delete(self, key: str, flight: Object, spec: FlightSpec, target: Target) -> None:
         await self._condition(flight, "False", "Terminating", "mayday is being performed")

@@ -116,6 +116,7 @@ class InstanceReconciler(ModeFollowing):
         if instance is None:
             self.states.pop(key, None)
             self._own_versions.pop(key, None)
+            self.context.targets.unbind(self.controller_name, key)
             return Result()
         current = await self._ensure_metadata(key, instance)
         if current is None:
@@ -130,6 +131,14 @@ class InstanceReconciler(ModeFollowing):
             return Result()
         state = self.states.setdefault(key, ModeState())
         state.mode = self._mode(instance)
+        outcome = await self._run(key, instance, state, target)
+        if self._run_again(key, state, outcome):
+            return Result(requeue_after=0)
+        await self._report(instance, outcome)
+        return self._next(outcome)
+
+    async def _run(self, key: str, instance: Object, state: ModeState, target: Target) -> _Outcome:
+        """One takeoff with the modes' bookkeeping around it (what the run looked up, signals meanwhile)."""
         tracker = LookupTracker()
         state.running = True
         try:
@@ -139,10 +148,7 @@ class InstanceReconciler(ModeFollowing):
         finally:
             state.running = False
             self._replay_signals(key, state)
-        if self._run_again(key, state, outcome):
-            return Result(requeue_after=0)
-        await self._report(instance, outcome)
-        return self._next(outcome)
+        return outcome
 
     async def _unusable_target(self, key: str, instance: Object, error: TargetError) -> Result:
         """The target cluster cannot be used: say so on the instance and back off (docs/targets.md).
