@@ -226,16 +226,21 @@ async def _reconcile_count(harness: Harness, metrics_port: int, controller: str)
     return total
 
 
-async def test_stages_apply_a_crd_then_its_custom_resource(harness: Harness) -> None:
+async def _stages_airway(harness: Harness) -> AirwayRef:
+    """ATC with the webhook, and a ready Airway of the ``stages`` flight (a CRD, then a Gadget of it)."""
     # the flight creates objects of its own CRD: the operator grants that kind, as the chart allows,
     # and lets the Airway's instances create a cluster-scoped resource (docs/security.md)
     rule = {"apiGroups": ["stages.test"], "resources": ["gadgets"], "verbs": ["get", "create", "patch", "delete"]}
     harness.chart_values = ["--set-json", f"controller.rbac.extraRules={json.dumps([rule])}"]
     await harness.start_atc()  # with the webhook: the instance's admission dry-runs both stages
     opt_in = {"atc.yoke.cd/allow-cluster-resources": "true"}
-    ref = await ready_airway(harness, "stages", annotations=opt_in, prune={"crds": True})
-    # stage 2's Gadget cannot be dry-run before stage 1's CRD exists: admission skips it with a
-    # warning instead of denying "no matches for kind" (no skipAdmissionWebhook needed)
+    return await ready_airway(harness, "stages", annotations=opt_in, prune={"crds": True})
+
+
+async def test_stages_apply_a_crd_then_its_custom_resource(harness: Harness) -> None:
+    ref = await _stages_airway(harness)
+    # stage 2's Gadget cannot be dry-run before stage 1's CRD exists: admission checks it against
+    # the CRD's schema instead of denying "no matches for kind" (no skipAdmissionWebhook needed)
     await harness.create_instance(ref, "g1", {"size": 7})
     await harness.wait_condition(ref, "g1", "True", "Ready", timeout=90)
     gadget = await harness.kube.get(f"/apis/stages.test/v1/namespaces/{harness.namespace}/gadgets/g1")
@@ -245,6 +250,22 @@ async def test_stages_apply_a_crd_then_its_custom_resource(harness: Harness) -> 
         await harness.kube.get(f"/api/v1/namespaces/{harness.namespace}/secrets/{revision['metadata']['name']}")
     )
     assert [[obj["kind"] for obj in stage] for stage in stages] == [["CustomResourceDefinition"], ["Gadget"]]
+
+
+async def test_stages_deny_a_custom_resource_its_earlier_crd_schema_rejects(harness: Harness) -> None:
+    ref = await _stages_airway(harness)
+    # the CRD of stage 1 says spec.size is an integer of at least 0: admission checks stage 2's
+    # Gadget against that schema offline and denies the instance
+    for name, size, message in [
+        ("negative", -1, "spec.size: must be greater than or equal to 0"),
+        ("word", "big", "spec.size: must be of type integer"),
+    ]:
+        with pytest.raises(KubeError) as denied:
+            await harness.create_instance(ref, name, {"size": size})
+        assert "spec.size" in denied.value.message
+        assert message in denied.value.message
+        assert "big" not in denied.value.message  # the offending value is never echoed
+    assert await harness.revisions() == []
 
 
 async def test_parent_status_comes_from_the_flight_and_parent_only_output_keeps_children(harness: Harness) -> None:

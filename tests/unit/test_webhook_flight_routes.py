@@ -3,6 +3,8 @@
 The checks are performed in order; the first denial is the answer and stops the rest; when none
 denies, the decision's verdict is. ``run_check`` is replaced by a recorder, so no module or API runs;
 the SubjectAccessReviews (``atc_webhook.validation``) are checked against a recording API client.
+The stage-aware dry run behind the warnings (``atc.release.takeoff._dry_run``) runs against a
+recording ``apply_all``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 from atc.k8s.client import KubeError
 from atc.model.target import TargetRef
 from atc.model.types import Object
-from atc.release.takeoff import TakeoffRequest
+from atc.release import takeoff
+from atc.release.takeoff import Cluster, TakeoffError, TakeoffRequest
 from atc.release.targets import TargetError
 from atc_webhook import validation
 from atc_webhook.admission import AdmissionHTTPError, Review, Verdict, allow, deny, review_response
@@ -77,6 +80,101 @@ def test_warnings_reach_the_admission_response() -> None:
     answer = review_response(review, Verdict(True, warnings=("one", "two")))
     assert answer["response"]["warnings"] == ["one", "two"]
     assert "warnings" not in review_response(review, allow())["response"]
+
+
+# ----------------------------------------------------------------------------------------------- stage-aware dry run
+GADGETS: Object = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.stages.test"},
+    "spec": {
+        "group": "stages.test",
+        "names": {"kind": "Gadget", "plural": "gadgets"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 0}}}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def gadget(size: Any) -> Object:
+    return {
+        "apiVersion": "stages.test/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "g1", "namespace": "ns"},
+        "spec": {"size": size},
+    }
+
+
+def dry_running(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The API server serves no Gadget yet; returns the kinds each ``apply_all`` dry run is sent."""
+    sent: list[list[str]] = []
+
+    async def served(mapper: Any, obj: Object) -> bool:
+        return bool(obj["kind"] != "Gadget")
+
+    async def apply_all(kube: Any, mapper: Any, objects: list[Object], *, dry_run: bool, **_: Any) -> list[Object]:
+        assert dry_run
+        sent.append([obj["kind"] for obj in objects])
+        return objects
+
+    monkeypatch.setattr(takeoff, "_served", served)
+    monkeypatch.setattr(takeoff, "apply_all", apply_all)
+    return sent
+
+
+CLUSTER = Cluster(cast(Any, None), cast(Any, None), cast(Any, None))
+
+
+async def test_a_kind_of_an_earlier_stage_crd_is_checked_against_its_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = dry_running(monkeypatch)
+    warnings = await takeoff._dry_run(CLUSTER, [[GADGETS], [gadget(7)]])
+    assert warnings == [
+        "ns/stages.test/v1/gadget/g1 checked against the schema of its CustomResourceDefinition from an earlier stage"
+        " (defaults, CEL rules and admission webhooks are not run before it exists)"
+    ]
+    assert sent == [["CustomResourceDefinition"], []]
+
+
+@pytest.mark.parametrize(
+    ("size", "problem"),
+    [(-1, "spec.size: must be greater than or equal to 0"), ("big", "spec.size: must be of type integer")],
+)
+async def test_an_object_its_earlier_stage_crd_rejects_fails_the_dry_run(
+    monkeypatch: pytest.MonkeyPatch, size: Any, problem: str
+) -> None:
+    sent = dry_running(monkeypatch)
+    with pytest.raises(TakeoffError) as failed:
+        await takeoff._dry_run(CLUSTER, [[GADGETS], [gadget(size)]])
+    assert str(failed.value) == f"failed to apply resources: dry run: ns/stages.test/v1/gadget/g1: {problem}"
+    assert sent == [["CustomResourceDefinition"]]  # the failing stage is not sent
+
+
+async def test_without_a_schema_for_its_version_the_object_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = dry_running(monkeypatch)
+    schemaless = {**GADGETS, "spec": {**GADGETS["spec"], "versions": [{"name": "v1", "served": True}]}}
+    warnings = await takeoff._dry_run(CLUSTER, [[schemaless], [gadget("big")]])
+    assert warnings == ["dry run skipped ns/stages.test/v1/gadget/g1: its kind is defined by an earlier stage"]
+    assert sent == [["CustomResourceDefinition"], []]
+
+
+async def test_an_object_of_a_served_kind_or_of_the_same_stage_is_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = dry_running(monkeypatch)
+    assert await takeoff._dry_run(CLUSTER, [[GADGETS, gadget(-1)]]) == []  # the API server answers for it
+    assert sent == [["CustomResourceDefinition", "Gadget"]]
 
 
 # ----------------------------------------------------------------------------------------------- access reviews

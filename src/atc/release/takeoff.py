@@ -55,6 +55,7 @@ from atc.k8s.client import KubeClient, KubeError
 from atc.k8s.discovery import NoMatchError, RestMapper
 from atc.k8s.readiness import CustomReadiness, ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, object_group_kind, release_identity, resource_ref, split_api_version
+from atc.model import crd_schema
 from atc.model.constants import ANNOTATION_RELEASE, ANNOTATION_RELEASE_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY_ATC
 from atc.model.gocompat import join_errors
 from atc.model.types import Object
@@ -376,27 +377,49 @@ async def _apply_stages(cluster: Cluster, result: TakeoffResult, previous: Stage
 
 
 async def _dry_run(cluster: Cluster, stages: Stages) -> list[str]:
-    """Dry-run every stage in order; returns warnings for what could not be checked yet.
+    """Dry-run every stage in order; returns warnings for what could not be fully checked yet.
 
     An object whose kind a CustomResourceDefinition of an earlier stage defines, and which the API
-    server does not serve yet (the dry run created nothing), cannot be checked: it is skipped with a
-    warning instead of failing the whole release with "no matches for kind" (docs/webhook.md).
+    server does not serve yet (the dry run created nothing), cannot be dry-run: it is checked
+    offline against that CRD's schema instead (``atc.model.crd_schema``), and skipped with a
+    warning when the CRD has no schema for its version (docs/webhook.md, "Stage-aware dry runs").
     """
-    defined: set[tuple[str, str]] = set()
+    defined: dict[tuple[str, str], Object] = {}
     warnings: list[str] = []
     for stage in stages:
-        checkable = []
+        checkable, failures = [], []
         for obj in stage:
-            if _kind_of(obj) in defined and not await _served(cluster.mapper, obj):
-                warnings.append(f"dry run skipped {canonical_name(obj)}: its kind is defined by an earlier stage")
-                continue
-            checkable.append(obj)
+            crd = defined.get(_kind_of(obj))
+            if crd is None or await _served(cluster.mapper, obj):
+                checkable.append(obj)
+            elif problem := await asyncio.to_thread(_offline_check, obj, crd, warnings):  # CPU: off the loop
+                failures.append(f"dry run: {canonical_name(obj)}: {problem}")
+        if failures:
+            raise TakeoffError(f"failed to apply resources: {join_errors('', failures, ordered=True)}")
         try:
             await apply_all(cluster.kube, cluster.mapper, checkable, dry_run=True, options=ApplyOptions())
         except ApplyError as exc:
             raise TakeoffError(f"failed to apply resources: {exc}") from None
-        defined |= {kind for kind in map(_crd_defines, stage) if kind is not None}
+        defined.update((kind, obj) for obj in stage if (kind := _crd_defines(obj)) is not None)
     return warnings
+
+
+def _offline_check(obj: Object, crd: Object, warnings: list[str]) -> str:
+    """Check an object of a kind not served yet against the schema of the CRD that defines it.
+
+    Returns its problems joined (empty when there are none); a warning says what was not checked.
+    """
+    name = canonical_name(obj)
+    if not crd_schema.can_check(obj, crd):
+        warnings.append(f"dry run skipped {name}: its kind is defined by an earlier stage")
+        return ""
+    if problems := crd_schema.schema_problems(obj, crd):
+        return "; ".join(problems)
+    warnings.append(
+        f"{name} checked against the schema of its CustomResourceDefinition from an earlier stage"
+        " (defaults, CEL rules and admission webhooks are not run before it exists)"
+    )
+    return ""
 
 
 def _kind_of(obj: Object) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 // Flight stages outputs two stages: first the CustomResourceDefinition
-// gadgets.stages.test (kind Gadget, namespaced, v1 with a permissive schema),
-// then a Gadget named after the input's metadata.name with spec.size from the
-// input's spec.size.
+// gadgets.stages.test (kind Gadget, namespaced, v1 with a schema that keeps
+// unknown fields but requires spec.size, when set, to be an integer of at least
+// 0), then a Gadget named after the input's metadata.name with spec.size from
+// the input's spec.size.
 package main
 
 import "atc.test/flights/internal/testflight"
@@ -38,6 +39,15 @@ func main() {
 					"openAPIV3Schema": testflight.Object{
 						"type":                                 "object",
 						"x-kubernetes-preserve-unknown-fields": true,
+						"properties": testflight.Object{
+							"spec": testflight.Object{
+								"type":                                 "object",
+								"x-kubernetes-preserve-unknown-fields": true,
+								"properties": testflight.Object{
+									"size": testflight.Object{"type": "integer", "minimum": 0},
+								},
+							},
+						},
 					},
 				},
 			}},
