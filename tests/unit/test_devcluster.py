@@ -129,7 +129,7 @@ time.sleep(60)
 def test_stop_processes_terminates_the_recorded_process_but_not_a_recycled_pid(tmp_path: Path) -> None:
     marker = tmp_path / "signal"
     proc = subprocess.Popen([sys.executable, "-c", SIGTERM_RECORDER, str(marker)], start_new_session=True)
-    while not marker.exists():
+    while not marker.exists() or marker.read_text() != "ready":  # created first, written a moment later
         time.sleep(0.01)
     ticks = _start_ticks(proc.pid)
     assert ticks is not None
