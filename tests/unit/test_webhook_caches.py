@@ -26,6 +26,7 @@ from atc.k8s.crds import AIRWAYS_PATH as AIRWAYS
 from atc.k8s.crds import CLUSTERFLIGHTS_PATH as CLUSTERFLIGHTS
 from atc.k8s.crds import FLIGHTS_PATH as FLIGHTS
 from atc.k8s.reflector import METADATA_LIST_ACCEPT
+from atc.model.specs import effective_mode
 from atc.model.types import Object
 from atc_webhook.caches import (
     FLIGHT_KINDS,
@@ -33,7 +34,6 @@ from atc_webhook.caches import (
     CachedRevision,
     RevisionCache,
     WebhookCaches,
-    effective_mode,
     slim_instance,
     slim_revision,
 )

@@ -40,7 +40,7 @@ from atc.k8s.reflector import EventType, Reflector
 from atc.k8s.refs import group_kind, parse_ref
 from atc.model.airway_template import storage_version
 from atc.model.constants import ANNOTATION_OVERRIDE_MODE, API_GROUP
-from atc.model.specs import MODES, Mode
+from atc.model.specs import Mode, effective_mode
 from atc.model.types import Object
 from atc.release.revisions import (
     ANNOTATION_ACTIVE_AT,
@@ -70,18 +70,6 @@ UNLISTABLE = frozenset({403, 404})  # forbidden, not found: the reflector retrie
 def _metadata(obj: Object) -> Object:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
-
-
-def effective_mode(annotations: dict[str, str], airway_mode: str) -> Mode:
-    """The instance's valid ``overrides.yoke.cd/mode``, else the Airway's mode, else ``standard``."""
-    override = annotations.get(ANNOTATION_OVERRIDE_MODE, "")
-    for mode in MODES:
-        if override == mode:
-            return mode
-    for mode in MODES:
-        if airway_mode == mode:
-            return mode
-    return "standard"
 
 
 # ----------------------------------------------------------------------------------------------- airways

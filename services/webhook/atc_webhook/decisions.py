@@ -43,7 +43,7 @@ from atc.model.constants import (
     ANNOTATION_RELEASE_NAMESPACE,
 )
 from atc.model.gocompat import DurationError
-from atc.model.specs import MODES, AirwaySpec, FlightSpec, Mode
+from atc.model.specs import MODES, AirwaySpec, FlightSpec, Mode, effective_mode
 from atc.model.target import (
     ANNOTATION_KUBECONFIG_KEY,
     ANNOTATION_KUBECONFIG_SECRET,
@@ -56,7 +56,7 @@ from atc.model.types import Object
 from atc.release.invocation import timeout_seconds
 
 from .admission import Review, Verdict, allow, deny
-from .caches import InstanceInfo, effective_mode
+from .caches import InstanceInfo
 from .comparison import annotations_message, annotations_of, changed_yoke_annotations, is_noop_update, modifies_desired
 
 KUBE_SYSTEM_SERVICE_ACCOUNTS = "system:serviceaccount:kube-system:"

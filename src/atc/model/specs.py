@@ -10,14 +10,29 @@ schema keeps whatever the API server accepted.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from atc.model.constants import ANNOTATION_OVERRIDE_MODE
 from atc.model.gocompat import parse_duration
 
 Mode = Literal["standard", "static", "dynamic", "subscription"]
 MODES: tuple[Mode, ...] = ("standard", "static", "dynamic", "subscription")
+
+
+def effective_mode(annotations: Mapping[str, Any], fallback: str) -> Mode:
+    """An object's valid ``overrides.yoke.cd/mode`` annotation, else ``fallback`` (an Airway's mode;
+    ``standard`` for a Flight) when it is a mode, else ``standard``. The controller and the webhook
+    both decide an object's mode here."""
+    for candidate in (annotations.get(ANNOTATION_OVERRIDE_MODE, ""), fallback):
+        for mode in MODES:
+            if candidate == mode:
+                return mode
+    return "standard"
+
+
 DEFAULT_HISTORY_CAP = 2
 
 

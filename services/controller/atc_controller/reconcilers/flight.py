@@ -83,8 +83,7 @@ class FlightReconciler(ModeFollowing):
         namespace, _, name = key.rpartition("/")
         flight = self.flights.get(namespace, name)
         if flight is None:
-            self.states.pop(key, None)
-            self.context.targets.unbind(self.controller_name, key)
+            self._forget(key)
             return Result()
         meta = flight["metadata"]
         finalizers = list(meta.get("finalizers") or [])
@@ -106,7 +105,7 @@ class FlightReconciler(ModeFollowing):
             return await self.context.targets.for_object(self.controller_name, key, flight)
         except TargetError as exc:
             if flight["metadata"].get("deletionTimestamp") and not exc.transient:
-                await self._let_go(key, flight, str(exc))
+                await self._let_go(key, flight, self._path(flight), str(exc))
                 return None
             await self._fail(flight, str(exc), spec.fix_drift_seconds)
 
@@ -226,13 +225,6 @@ class FlightReconciler(ModeFollowing):
 
         await update_status(self.context.kube, self._path(flight), generation, change)
 
-    async def _let_go(self, key: str, flight: Object, message: str) -> None:
-        """A Flight being deleted whose target is wrongly configured for good: nothing can reach it with that."""
-        await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
-        self.context.events.record(flight, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
-        self.states.pop(key, None)
-        self.context.targets.unbind(self.controller_name, key)
-
     async def _delete(self, key: str, flight: Object, spec: FlightSpec, target: Target) -> None:
         await self._condition(flight, "False", "Terminating", "mayday is being performed")
         release, bare, namespace = flight_release(flight, self.kind)
@@ -249,8 +241,7 @@ class FlightReconciler(ModeFollowing):
             raise RuntimeError(f"failed to run atc cleanup: {exc}") from None
         target.cluster.history.forget(release, namespace)
         await remove_finalizer(self.context.kube, self._path(flight), FINALIZER_INSTANCE)
-        self.states.pop(key, None)
-        self.context.targets.unbind(self.controller_name, key)
+        self._forget(key)
 
     async def _condition(self, flight: Object, status: str, reason: str, message: str) -> None:
         generation = int(flight["metadata"].get("generation", 0))

@@ -39,12 +39,11 @@ from atc.k8s.readiness import ReadinessError, is_ready
 from atc.k8s.refs import canonical_name, resource_ref
 from atc.model.conditions import find_condition, set_status_condition
 from atc.model.constants import (
-    ANNOTATION_OVERRIDE_MODE,
     API_VERSION,
     FINALIZER_INSTANCE,
 )
 from atc.model.gocompat import DurationError
-from atc.model.specs import MODES, AirwaySpec, Mode
+from atc.model.specs import AirwaySpec, Mode
 from atc.model.types import Object
 from atc.release.instance_request import ObjectPathError, instance_takeoff_request, load_instance_module
 from atc.release.prune import PruneOptions, mayday
@@ -57,7 +56,7 @@ from atc_controller.core.results import RequeueAfterError, Result, TerminalError
 from atc_controller.targets import Target, TargetError, for_target
 
 from .finalizers import remove_finalizer
-from .modes import ModeFollowing, ModeState
+from .modes import ModeFollowing, ModeState, annotated_mode
 from .status import mark_in_progress, ready_condition, setting_condition, update_status
 
 log = logging.getLogger("atc.controller.instance")
@@ -114,9 +113,8 @@ class InstanceReconciler(ModeFollowing):
         namespace, _, name = key.rpartition("/")
         instance = self.reflector.get(namespace, name)
         if instance is None:
-            self.states.pop(key, None)
+            self._forget(key)
             self._own_versions.pop(key, None)
-            self.context.targets.unbind(self.controller_name, key)
             return Result()
         current = await self._ensure_metadata(key, instance)
         if current is None:
@@ -159,10 +157,7 @@ class InstanceReconciler(ModeFollowing):
         """
         message = str(error)
         if instance["metadata"].get("deletionTimestamp") and not error.transient:
-            await remove_finalizer(self.context.kube, self._path(instance), FINALIZER_INSTANCE)
-            self.context.events.record(instance, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
-            self.states.pop(key, None)
-            self.context.targets.unbind(self.controller_name, key)
+            await self._let_go(key, instance, self._path(instance), message)
             return Result()
         outcome = _Outcome(error=message, instance=instance)
         await self._report(instance, outcome)
@@ -193,8 +188,7 @@ class InstanceReconciler(ModeFollowing):
         return Result(requeue_after=drift or None)
 
     def _mode(self, instance: Object) -> Mode:
-        override = (instance["metadata"].get("annotations") or {}).get(ANNOTATION_OVERRIDE_MODE, "")
-        return override if override in MODES else self.spec.effective_mode
+        return annotated_mode(instance, self.spec.effective_mode)
 
     # ------------------------------------------------------------------------------------ metadata
     def _path(self, instance: Object) -> str:
@@ -450,8 +444,7 @@ class InstanceReconciler(ModeFollowing):
         self.context.events.record(
             instance, NORMAL, "InstanceDeleted", f"removed {len(pruned or [])} resources of release {release}"
         )
-        self.states.pop(key, None)
-        self.context.targets.unbind(self.controller_name, key)
+        self._forget(key)
 
 
 def _has_ready(obj: Object) -> bool:

@@ -27,15 +27,18 @@ from dataclasses import dataclass, field
 from atc.k8s.access import LookupTracker
 from atc.k8s.apply import mapping_for
 from atc.k8s.discovery import NoMatchError
+from atc.k8s.events import WARNING
 from atc.k8s.refs import parse_ref, resource_ref
 from atc.model.backoff import Backoff
-from atc.model.constants import ANNOTATION_OVERRIDE_MODE
-from atc.model.specs import MODES, Mode
+from atc.model.constants import FINALIZER_INSTANCE
+from atc.model.specs import Mode, effective_mode
 from atc.model.types import Object
 from atc.release.takeoff import TakeoffResult
 from atc_controller.children import ChildChange
 from atc_controller.context import ControllerContext
 from atc_controller.targets import Target
+
+from .finalizers import remove_finalizer
 
 CHILD_WAIT_SECONDS = 5.0
 SIGNAL_POLL_FIRST_SECONDS = 0.02  # polling a signalled child for its new resourceVersion: 20 ms doubling
@@ -64,13 +67,9 @@ class ModeState:
     during_run: dict[str, str] = field(default_factory=dict)
 
 
-def annotated_mode(obj: Object, default: Mode = "standard") -> Mode:
-    """The object's valid ``overrides.yoke.cd/mode``, else ``default``."""
-    override = (obj.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_OVERRIDE_MODE, "")
-    for mode in MODES:
-        if override == mode:
-            return mode
-    return default
+def annotated_mode(obj: Object, fallback: str = "standard") -> Mode:
+    """The object's mode: its valid ``overrides.yoke.cd/mode``, else ``fallback`` (``atc.model.specs``)."""
+    return effective_mode(obj.get("metadata", {}).get("annotations") or {}, fallback)
 
 
 class ModeFollowing:
@@ -90,6 +89,21 @@ class ModeFollowing:
     def key_for(self, namespace: str, name: str) -> str:
         """The work queue key of the object ``namespace``/``name`` (an instance's: ``namespace/name``)."""
         return f"{namespace}/{name}"
+
+    # ------------------------------------------------------------------------------------ forgetting
+    def _forget(self, key: str) -> None:
+        """``key`` is gone (or let go): drop its state and stop following its target, Secret and lookups."""
+        self.states.pop(key, None)
+        self.context.targets.unbind(self.controller_name, key)
+
+    async def _let_go(self, key: str, obj: Object, path: str, message: str) -> None:
+        """Remove the finalizer of ``obj`` (at ``path``) without cleaning up: its target is gone for good.
+
+        A ``TargetCleanupSkipped`` Warning Event says what was left behind (docs/targets.md, "Failures").
+        """
+        await remove_finalizer(self.context.kube, path, FINALIZER_INSTANCE)
+        self.context.events.record(obj, WARNING, "TargetCleanupSkipped", f"resources left behind: {message}")
+        self._forget(key)
 
     # ------------------------------------------------------------------------------------ signals
     def child_changed(self, key: str, child_ref: str, old_resource_version: str) -> bool:
